@@ -16,10 +16,14 @@ from __future__ import annotations
 import ast
 import hashlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
+
+_BLOCK_SEPARATOR = re.compile(r"\)\s*;\s*\(")
+"""The ``;`` between two blocks in the original string form ``[(...);(...)]``. Operator strings never contain ``;``."""
 
 
 class CellFormatError(ValueError):
@@ -46,6 +50,11 @@ class Cell:
     blocks: tuple[Block, ...] = ()
 
     def __post_init__(self) -> None:
+        for position, block in enumerate(self.blocks):
+            if len(block) != 4:
+                raise CellFormatError(
+                    f"block {position} {tuple(block)!r} must be (input, 'operator', input, 'operator')"
+                )
         blocks = tuple(Block(*block) for block in self.blocks)
         for position, block in enumerate(blocks):
             for input_index in (block.input_1, block.input_2):
@@ -58,14 +67,20 @@ class Cell:
 
     @classmethod
     def parse(cls, text: str) -> Cell:
-        """Parse the text form, for example ``"[(-2, '7 conv', -1, 'gru'), (0, 'identity', -1, '2 maxpool')]"``."""
+        """Parse the text form, for example ``"[(-2, '7 conv', -1, 'gru'), (0, 'identity', -1, '2 maxpool')]"``.
+
+        Blocks may also be separated by ``;`` as the POPNASv3 paper and its original code write them,
+        and a single block may be given without the brackets.
+        """
         try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError) as error:
+            value = ast.literal_eval(_BLOCK_SEPARATOR.sub("),(", text.strip()))
+        # literal_eval raises TypeError for unhashable set members or dict keys, and MemoryError or
+        # RecursionError for very long or deeply nested input. All of them mean malformed text.
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
             raise CellFormatError(
                 f"cell {text!r} is not a list of blocks such as \"[(-2, '7 conv', -1, 'gru')]\""
             ) from error
-        if isinstance(value, tuple) and len(value) == 4 and not isinstance(value[0], tuple):
+        if isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], int):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise CellFormatError(f"cell {text!r} must be a list of blocks, received {type(value).__name__}")
@@ -77,9 +92,7 @@ class Cell:
                 or not all(isinstance(item[i], int) and not isinstance(item[i], bool) for i in (0, 2))
                 or not all(isinstance(item[i], str) for i in (1, 3))
             ):
-                raise CellFormatError(
-                    f"cell {text!r}: block {item!r} must be (input, 'operator', input, 'operator')"
-                )
+                raise CellFormatError(f"cell {text!r}: block {item!r} must be (input, 'operator', input, 'operator')")
             blocks.append(Block(*item))
         return cls(tuple(blocks))
 
@@ -114,12 +127,17 @@ class Cell:
     def canonical(self) -> Cell:
         """Return the canonical member of this cell's isomorphism class.
 
-        Blocks are sorted by depth and by the expression they compute (operands in sorted order,
-        earlier blocks expanded recursively). Blocks computing the same expression are
-        interchangeable only as a group, so the orderings within such groups are tried and the
-        smallest encoding wins; groups are rare and small, so this stays cheap.
+        Blocks are ranked by depth and by the expression they compute (operands in sorted order,
+        earlier blocks expanded recursively), both of which isomorphisms preserve. Within each run of
+        equal rank the blocks are ordered by their encoding, and the smallest whole encoding over
+        the remaining choices wins. Only identical blocks (same inputs and operators) leave a choice,
+        and pairs of them that an automorphism swaps are tried once.
         """
-        return _canonical_cells(self)
+        return self._canonical_form
+
+    @cached_property
+    def _canonical_form(self) -> Cell:
+        return Cell(_canonical_blocks(self))
 
     @cached_property
     def key(self) -> str:
@@ -149,29 +167,105 @@ def _expressions(cell: Cell) -> tuple[list[int], list[str]]:
     return depths, expressions
 
 
+def _renumbered(block: Block, renumber: Mapping[int, int]) -> Block:
+    """Return ``block`` with its block inputs renumbered and its operands in sorted order."""
+    operands = sorted((renumber[index] if index >= 0 else index, operator) for index, operator in block.operands)
+    return Block(operands[0][0], operands[0][1], operands[1][0], operands[1][1])
+
+
 def _encode(cell: Cell, order: Sequence[int]) -> tuple[Block, ...]:
     renumber = {old: new for new, old in enumerate(order)}
-    blocks = []
-    for old in order:
-        operands = sorted(
-            (renumber[index] if index >= 0 else index, operator) for index, operator in cell.blocks[old].operands
-        )
-        blocks.append(Block(operands[0][0], operands[0][1], operands[1][0], operands[1][1]))
-    return tuple(blocks)
+    return tuple(_renumbered(cell.blocks[old], renumber) for old in order)
 
 
-def _orderings(groups: Sequence[Sequence[int]]) -> Iterable[tuple[int, ...]]:
-    for permuted in itertools.product(*(itertools.permutations(group) for group in groups)):
-        yield tuple(index for group in permuted for index in group)
+def _swap_is_automorphism(cell: Cell, first: int, second: int) -> bool:
+    """Check whether exchanging two identical blocks maps the cell onto itself.
+
+    ``first`` and ``second`` must have the same inputs and operators, so only their consumers
+    can distinguish them. The swap is an automorphism when every block reads them symmetrically.
+    """
+    swap = {first: second, second: first}
+    for block in cell.blocks:
+        swapped = sorted((swap.get(index, index), operator) for index, operator in block.operands)
+        if swapped != sorted(block.operands):
+            return False
+    return True
 
 
-def _canonical_cells(cell: Cell) -> Cell:
+def _distinct_permutations(labels: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Yield each distinct ordering of ``labels`` once, even when labels repeat."""
+    if not labels:
+        yield ()
+        return
+    for position, label in enumerate(labels):
+        if label in labels[:position]:
+            continue
+        rest = [*labels[:position], *labels[position + 1 :]]
+        for tail in _distinct_permutations(rest):
+            yield (label, *tail)
+
+
+def _arrangements(cell: Cell, members: Sequence[int], encoded: Mapping[int, Block]) -> Iterator[tuple[int, ...]]:
+    """Yield the orderings of ``members`` (sorted by encoding) that can lead to the smallest encoding.
+
+    Members with equal encodings are identical blocks, and their order matters only through their
+    consumers. Members that an automorphism swaps give the same result in either order, so each
+    class of them is arranged once.
+    """
+    per_run: list[list[tuple[int, ...]]] = []
+    for _, run in itertools.groupby(members, key=encoded.__getitem__):
+        classes: list[list[int]] = []
+        for member in run:
+            for swappable in classes:
+                if _swap_is_automorphism(cell, swappable[0], member):
+                    swappable.append(member)
+                    break
+            else:
+                classes.append([member])
+        labels = [label for label, swappable in enumerate(classes) for _ in swappable]
+        orderings = []
+        for permutation in _distinct_permutations(labels):
+            unplaced = [iter(swappable) for swappable in classes]
+            orderings.append(tuple(next(unplaced[label]) for label in permutation))
+        per_run.append(orderings)
+    for choice in itertools.product(*per_run):
+        yield tuple(member for run in choice for member in run)
+
+
+def _canonical_blocks(cell: Cell) -> tuple[Block, ...]:
+    """Return the blocks of the canonical form: the smallest encoding over the admissible orders.
+
+    Blocks are placed one rank (depth and expression) at a time. Every input of a block has a
+    smaller depth, so it is numbered before the block's rank is placed, and each block's encoding
+    is known at that point. The smallest encoding therefore lists each rank's blocks in sorted
+    order, and only the partial orders that reach the smallest prefix are kept.
+    """
     if cell.is_empty:
-        return cell
+        return ()
     depths, expressions = _expressions(cell)
-    ranked = sorted(range(len(cell.blocks)), key=lambda index: (depths[index], expressions[index]))
-    groups = [
-        list(group) for _, group in itertools.groupby(ranked, key=lambda index: (depths[index], expressions[index]))
-    ]
-    best = min(_encode(cell, order) for order in _orderings(groups))
-    return Cell(best)
+
+    def rank(index: int) -> tuple[int, str]:
+        return depths[index], expressions[index]
+
+    ranked = sorted(range(len(cell.blocks)), key=rank)
+    orders: list[tuple[int, ...]] = [()]
+    for _, group in itertools.groupby(ranked, key=rank):
+        members = list(group)
+        best: tuple[Block, ...] | None = None
+        candidates: list[tuple[tuple[int, ...], list[int], dict[int, Block]]] = []
+        for order in orders:
+            renumber = {old: new for new, old in enumerate(order)}
+            encoded = {member: _renumbered(cell.blocks[member], renumber) for member in members}
+            by_encoding = sorted(members, key=encoded.__getitem__)
+            segment = tuple(encoded[member] for member in by_encoding)
+            if best is None or segment < best:
+                best = segment
+                candidates = []
+            if segment == best:
+                candidates.append((order, by_encoding, encoded))
+        orders = [
+            order + arrangement
+            for order, by_encoding, encoded in candidates
+            for arrangement in _arrangements(cell, by_encoding, encoded)
+        ]
+    return _encode(cell, orders[0])

@@ -26,12 +26,19 @@ class SearchSpace:
     parsed: tuple[Operator, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.dims not in (1, 2):
+            raise ValueError(f"dims must be 1 (series) or 2 (images), received dims={self.dims}")
+        if not self.operators:
+            raise ValueError("operators must contain at least one operator, received an empty list")
         parsed = tuple(parse_operator(text, dims=self.dims) for text in self.operators)
         texts = tuple(operator.text for operator in parsed)
         if len(set(texts)) != len(texts):
             raise ValueError(f"operators contain duplicates after normalization: {list(texts)}")
         if self.max_blocks < 1 or self.lookback < 1:
-            raise ValueError(f"max_blocks and lookback must be at least 1, received {self.max_blocks}, {self.lookback}")
+            raise ValueError(
+                f"max_blocks and lookback must be at least 1, received max_blocks={self.max_blocks}, "
+                f"lookback={self.lookback}"
+            )
         object.__setattr__(self, "operators", texts)
         object.__setattr__(self, "parsed", parsed)
 
@@ -83,14 +90,20 @@ class SearchSpace:
                 if input_index not in allowed:
                     raise ValueError(f"cell {cell}: input {input_index} of block {position} is not in {list(allowed)}")
                 if operator not in self.operators:
-                    raise ValueError(f"cell {cell}: operator {operator!r} is not in the search space {list(self.operators)}")
+                    raise ValueError(
+                        f"cell {cell}: operator {operator!r} is not in the search space {list(self.operators)}"
+                    )
 
     def encode(self, cells: Sequence[Cell]) -> tuple[np.ndarray, np.ndarray]:
         """Encode cells as integer arrays of shape (cells, max_blocks, 2): inputs and operators.
 
         Value 0 is padding for missing blocks. Input ``i`` becomes ``i + lookback + 1`` (so lookback
-        ``-lookback`` is 1) and operator ``k`` of ``operators`` becomes ``k + 1``.
+        ``-lookback`` is 1) and operator ``k`` of ``operators`` becomes ``k + 1``. Raises ValueError,
+        as ``check_cell`` does, for a cell outside this space, whose codes would collide with padding
+        or overflow the arrays.
         """
+        for cell in cells:
+            self.check_cell(cell)
         inputs = np.zeros((len(cells), self.max_blocks, 2), dtype=np.int32)
         operators = np.zeros((len(cells), self.max_blocks, 2), dtype=np.int32)
         index = {operator: k + 1 for k, operator in enumerate(self.operators)}

@@ -11,9 +11,9 @@ from popnas.spec.model import (
     SearchSpaceSpec,
     SearchSpec,
     StrategySpec,
+    Task,
     TrainersSpec,
     TrainingSpec,
-    Task,
 )
 from popnas.spec.validation import ManifestError, Problem, check_search, load_manifest, parse_manifest
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "popnas.io/v1alpha1"
-KIND = "NASSearch"
+API_VERSION: Final = "popnas.io/v1alpha1"
+KIND: Final = "NASSearch"
 
 IMAGE_OPERATORS = (
     "identity",
@@ -76,10 +76,13 @@ class _Section(BaseModel):
 class DatasetSpec(_Section):
     uri: str = Field(description="'builtin:NAME', a path to an .npz file with x_train, y_train, x_test, y_test.")
     validation_size: float = Field(
-        0.1, gt=0, lt=1, description="Fraction of the training split held out for validation (stratified, seeded)."
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Fraction of the training split held out for validation (stratified, seeded).",
     )
     batch_size: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description=(
             "Samples per training batch. Unset: the largest multiple of 16 in [32, 128] that still gives "
@@ -90,46 +93,48 @@ class DatasetSpec(_Section):
 
 class SearchSpaceSpec(_Section):
     operators: tuple[str, ...] | None = Field(
-        None, description="Operator strings; unset: the paper's set for the task.", min_length=1
+        default=None, description="Operator strings; unset: the paper's set for the task.", min_length=1
     )
-    max_blocks: int = Field(5, ge=1, le=10, description="Blocks per cell at the last step of the search.")
-    lookback: int = Field(2, ge=1, le=5, description="How many previous cells a block may read.")
+    max_blocks: int = Field(default=5, ge=1, le=10, description="Blocks per cell at the last step of the search.")
+    lookback: int = Field(default=2, ge=1, le=5, description="How many previous cells a block may read.")
 
 
 class StrategySpec(_Section):
-    beam_size: int = Field(128, ge=1, description="Maximum candidates kept on the Pareto front per step.")
+    beam_size: int = Field(default=128, ge=1, description="Maximum candidates kept on the Pareto front per step.")
     exploration_beam_size: int = Field(
-        16, ge=0, description="Maximum extra candidates that explore under-used operators and inputs per step."
+        default=16, ge=0, description="Maximum extra candidates that explore under-used operators and inputs per step."
     )
     pareto: bool = Field(
-        True,
+        default=True,
         description=(
             "True: POPNAS (time-accuracy Pareto front plus exploration). False: PNAS baseline "
             "(top beamSize by predicted accuracy, no time predictor, no exploration)."
         ),
     )
-    seed: int = Field(0, ge=0, description="Seed for data splits, weights and predictors.")
-    predictor_folds: int = Field(5, ge=2, description="Folds, and so ensemble members, of both predictors.")
+    seed: int = Field(default=0, ge=0, description="Seed for data splits, weights and predictors.")
+    predictor_folds: int = Field(default=5, ge=2, description="Folds, and so ensemble members, of both predictors.")
     time_predictor_search_iterations: int = Field(
-        40, ge=1, description="Random-search iterations for the time predictor's hyperparameters."
+        default=40, ge=1, description="Random-search iterations for the time predictor's hyperparameters."
     )
 
 
 class AugmentationSpec(_Section):
-    shift: float = Field(0.125, ge=0, lt=1, description="Maximum random shift, as a fraction of height and width.")
-    horizontal_flip: bool = Field(True, description="Random horizontal flip; disable for digits and text.")
+    shift: float = Field(
+        default=0.125, ge=0, lt=1, description="Maximum random shift, as a fraction of height and width."
+    )
+    horizontal_flip: bool = Field(default=True, description="Random horizontal flip; disable for digits and text.")
 
 
 class TrainingSpec(_Section):
-    epochs: int = Field(21, ge=1, description="Proxy-training epochs per candidate.")
-    learning_rate: float = Field(0.01, gt=0, description="Initial learning rate of AdamW.")
+    epochs: int = Field(default=21, ge=1, description="Proxy-training epochs per candidate.")
+    learning_rate: float = Field(default=0.01, gt=0, description="Initial learning rate of AdamW.")
     weight_decay: float | None = Field(
-        None,
+        default=None,
         ge=0,
         description="Weight decay per step at the initial learning rate; unset: 5e-4 for images, 1e-3 for series.",
     )
     restart_period: int = Field(
-        3, ge=1, description="Epochs of the first cosine-decay period; each restart doubles the period."
+        default=3, ge=1, description="Epochs of the first cosine-decay period; each restart doubles the period."
     )
     augmentation: AugmentationSpec = Field(
         default_factory=lambda: AugmentationSpec(), description="Image augmentation; ignored for series."
@@ -137,17 +142,17 @@ class TrainingSpec(_Section):
 
 
 class ArchitectureSpec(_Section):
-    motifs: int = Field(3, ge=1, description="Motifs; each but the last ends with a reduction cell.")
-    normal_cells_per_motif: int = Field(2, ge=0, description="Normal cells in each motif.")
-    filters: int = Field(24, ge=1, description="Filters of the first motif; doubled at each reduction cell.")
-    residual_cells: bool = Field(False, description="Add the nearest lookback to each cell's output.")
+    motifs: int = Field(default=3, ge=1, description="Motifs; each but the last ends with a reduction cell.")
+    normal_cells_per_motif: int = Field(default=2, ge=0, description="Normal cells in each motif.")
+    filters: int = Field(default=24, ge=1, description="Filters of the first motif; doubled at each reduction cell.")
+    residual_cells: bool = Field(default=False, description="Add the nearest lookback to each cell's output.")
 
 
 class TrainersSpec(_Section):
     parallelism: int | None = Field(
-        None, ge=1, description="Candidates trained at once; unset: one per two CPU cores locally."
+        default=None, ge=1, description="Candidates trained at once; unset: one per two CPU cores locally."
     )
-    retries: int = Field(0, ge=0, le=5, description="Extra attempts for a candidate whose trainer crashed.")
+    retries: int = Field(default=1, ge=0, le=5, description="Extra attempts for a candidate whose trainer process died.")
 
 
 class SearchSpec(_Section):
@@ -207,7 +212,7 @@ class NASSearch(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
-    api_version: Literal["popnas.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    api_version: Literal["popnas.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
     kind: Literal["NASSearch"] = KIND
     metadata: Metadata
     spec: SearchSpec

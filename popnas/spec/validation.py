@@ -63,7 +63,8 @@ def load_manifest(path: str | Path) -> NASSearch:
 def parse_manifest(raw: Any, *, source: str = "<manifest>", base_dir: Path | None = None) -> NASSearch:
     """Validate a manifest already parsed into Python objects; see ``load_manifest``."""
     if not isinstance(raw, Mapping):
-        raise ManifestError(source, [Problem("manifest", raw, "must be a mapping with apiVersion, kind, metadata, spec")])
+        problem = Problem("manifest", raw, "must be a mapping with apiVersion, kind, metadata and spec")
+        raise ManifestError(source, [problem])
     raw = _resolve_dataset_path(raw, base_dir)
     problems = []
     search = None
@@ -87,9 +88,13 @@ def check_search(search: NASSearch) -> None:
 
 def _resolve_dataset_path(raw: Mapping[str, Any], base_dir: Path | None) -> Mapping[str, Any]:
     spec = raw.get("spec")
-    dataset = spec.get("dataset") if isinstance(spec, Mapping) else None
-    uri = dataset.get("uri") if isinstance(dataset, Mapping) else None
-    if base_dir is None or not isinstance(uri, str) or ":" in uri.split("/")[0] or Path(uri).is_absolute():
+    if base_dir is None or not isinstance(spec, Mapping):
+        return raw
+    dataset = spec.get("dataset")
+    if not isinstance(dataset, Mapping):
+        return raw
+    uri = dataset.get("uri")
+    if not isinstance(uri, str) or ":" in uri.split("/")[0] or Path(uri).is_absolute():
         return raw
     resolved = str((base_dir / uri).resolve())
     return {**raw, "spec": {**spec, "dataset": {**dataset, "uri": resolved}}}
@@ -115,33 +120,36 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     spec = raw.get("spec")
     if not isinstance(spec, Mapping):
         return []
-    try:
-        task: Task | None = Task(spec.get("task"))
-    except ValueError:
-        task = None  # reported by pydantic
+    # A missing or unknown task is reported by pydantic; the checks that need one are skipped.
+    task = next((member for member in Task if member.value == spec.get("task")), None)
     problems = []
     problems.extend(_operator_problems(spec, task))
     problems.extend(_dataset_problems(spec, task))
     return problems
 
 
-def _section(spec: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
+def _section(spec: Mapping[str, Any], *names: str) -> tuple[str, Mapping[str, Any]]:
+    """Return the first of ``names`` whose value in ``spec`` is a mapping, with that value.
+
+    The name is the spelling the manifest used (camelCase or snake_case), so that problem paths
+    match both the file and the paths pydantic reports.
+    """
     for name in names:
         value = spec.get(name)
         if isinstance(value, Mapping):
-            return value
-    return {}
+            return name, value
+    return names[0], {}
 
 
 def _operator_problems(spec: Mapping[str, Any], task: Task | None) -> list[Problem]:
-    space = _section(spec, "searchSpace", "search_space")
+    name, space = _section(spec, "searchSpace", "search_space")
     operators = space.get("operators")
     if task is None or not isinstance(operators, list | tuple):
         return []
     problems = []
     seen: dict[str, int] = {}
     for index, text in enumerate(operators):
-        path = f"spec.searchSpace.operators.{index}"
+        path = f"spec.{name}.operators.{index}"
         if not isinstance(text, str):
             continue  # reported by pydantic
         try:
@@ -158,7 +166,7 @@ def _operator_problems(spec: Mapping[str, Any], task: Task | None) -> list[Probl
 
 
 def _dataset_problems(spec: Mapping[str, Any], task: Task | None) -> list[Problem]:
-    dataset = _section(spec, "dataset")
+    _, dataset = _section(spec, "dataset")
     uri = dataset.get("uri")
     if not isinstance(uri, str):
         return []
@@ -174,9 +182,8 @@ def _dataset_problems(spec: Mapping[str, Any], task: Task | None) -> list[Proble
             problems.append(Problem(path, uri, f"is a {builtin.task.value} dataset but spec.task is {task.value}"))
         missing = builtin.missing_files()
         if missing:
-            problems.append(
-                Problem(path, uri, f"is not installed: {missing[0]} is missing; install {builtin.source.split(' (')[0]}")
-            )
+            package = builtin.source.split(" (")[0]
+            problems.append(Problem(path, uri, f"is not installed: {missing[0]} is missing; install {package}"))
         return problems
     if uri.startswith("s3://"):
         return [Problem(path, uri, "S3 datasets are not supported yet; copy the file locally and give its path")]
