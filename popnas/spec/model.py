@@ -152,7 +152,9 @@ class TrainersSpec(_Section):
     parallelism: int | None = Field(
         default=None, ge=1, description="Candidates trained at once; unset: one per two CPU cores locally."
     )
-    retries: int = Field(default=1, ge=0, le=5, description="Extra attempts for a candidate whose trainer process died.")
+    retries: int = Field(
+        default=1, ge=0, le=5, description="Extra attempts for a candidate whose trainer process died."
+    )
 
 
 class SearchSpec(_Section):

@@ -1,0 +1,132 @@
+"""Entry point of the ``popnas`` command: ``search``, ``train-cell`` and ``validate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from popnas import __version__
+from popnas.spec import ManifestError, NASSearch, load_manifest
+
+logger = logging.getLogger("popnas")
+
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="popnas", description="Pareto-optimal progressive neural architecture search."
+    )
+    parser.add_argument("--version", action="version", version=f"popnas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log mechanics (DEBUG) to the console too")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="run (or continue) a search on this machine")
+    search.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
+    search.add_argument(
+        "--out", type=Path, help="results folder (default: popnas-results/<metadata.name>); rerun to continue"
+    )
+    search.add_argument(
+        "--workers", type=int, help="trainer processes (default: trainers.parallelism, else one per two cores)"
+    )
+
+    train = commands.add_parser("train-cell", help="train one cell with the manifest's recipe and print its result")
+    train.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
+    train.add_argument("--cell", required=True, help="cell such as \"[(-2, '7 conv', -1, 'gru')]\"; '[]' is empty")
+    train.add_argument("--out", type=Path, help="also store the result in this results folder")
+
+    validate = commands.add_parser("validate", help="check a manifest and print it with defaults filled in")
+    validate.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
+    return parser
+
+
+def _configure_logging(verbose: bool, log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _search(args: argparse.Namespace, search: NASSearch) -> int:
+    from popnas.cli.progress import ProgressPrinter
+    from popnas.cli.summary import print_summary
+    from popnas.search.api import default_output, run_search
+
+    if args.workers is not None and args.workers < 1:
+        print(f"popnas: --workers must be at least 1, received {args.workers}", file=sys.stderr)
+        return EXIT_INVALID
+    out = args.out or default_output(search)
+    _configure_logging(args.verbose, out / "popnas.log")
+    printer = ProgressPrinter()
+    print(f"popnas: search '{search.metadata.name}' (run {search.run_id}), results in {out}", file=sys.stderr)
+    try:
+        outcome = run_search(search, out=out, workers=args.workers, listener=printer)
+    except KeyboardInterrupt:
+        print(
+            f"\npopnas: interrupted; finished candidates are stored in {out}. Run the same command again to continue.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print_summary(outcome.summary(), out / "summary.json")
+    return 0
+
+
+def _train_cell(args: argparse.Namespace, search: NASSearch) -> int:
+    from popnas.results import ResultStatus
+    from popnas.space import Cell, CellFormatError, SearchSpace
+    from popnas.storage import LocalStore
+    from popnas.train.proxy import train_candidate
+
+    _configure_logging(args.verbose)
+    spec = search.spec
+    try:
+        cell = Cell.parse(args.cell)
+        space = SearchSpace.create(
+            spec.operators, max_blocks=max(len(cell), 1), lookback=spec.search_space.lookback, dims=spec.task.dims
+        )
+        space.check_cell(cell)
+    except (CellFormatError, ValueError) as error:
+        print(f"popnas: invalid --cell: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    result = train_candidate(search, cell)
+    if args.out is not None and result.status is not ResultStatus.FAILED:
+        LocalStore(args.out).put_result(result)
+    print(json.dumps(result.to_json(), indent=2))
+    return 0 if result.succeeded else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Set before TensorFlow loads: its C++ start-up notices are noise on a user's terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    try:
+        search = load_manifest(args.file)
+    except ManifestError as error:
+        print(f"popnas: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.command == "validate":
+        print(json.dumps(search.model_dump(mode="json", by_alias=True), indent=2))
+        return 0
+    if args.command == "train-cell":
+        return _train_cell(args, search)
+    return _search(args, search)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
