@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="popnas", description="Pareto-optimal progressive neural architecture search."
     )
     parser.add_argument("--version", action="version", version=f"popnas {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log mechanics (DEBUG) to the console too")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log DEBUG messages to the console and to OUT/popnas.log"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run (or continue) a search on this machine")
@@ -38,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train-cell", help="train one cell with the manifest's recipe and print its result")
     train.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
-    train.add_argument("--cell", required=True, help="cell such as \"[(-2, '7 conv', -1, 'gru')]\"; '[]' is empty")
+    train.add_argument(
+        "--cell",
+        required=True,
+        help="cell such as \"[(-2, '7 conv', -1, 'gru')]\" within the manifest's search space; '[]' is the empty cell",
+    )
     train.add_argument("--out", type=Path, help="also store the result in this results folder")
 
     validate = commands.add_parser("validate", help="check a manifest and print it with defaults filled in")
@@ -63,6 +69,18 @@ def _configure_logging(verbose: bool, log_file: Path | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _dataset_problem(search: NASSearch) -> str | None:
+    """Load the dataset once (trainers reuse the cached copy) and return why it cannot be used, if so."""
+    from popnas.train.datasets import load_dataset
+
+    uri = search.spec.dataset.uri
+    try:
+        load_dataset(uri, task=search.spec.task)
+    except (ValueError, OSError) as error:
+        return f"spec.dataset.uri {uri!r} cannot be loaded: {error}"
+    return None
+
+
 def _search(args: argparse.Namespace, search: NASSearch) -> int:
     from popnas.cli.progress import ProgressPrinter
     from popnas.cli.summary import print_summary
@@ -70,6 +88,10 @@ def _search(args: argparse.Namespace, search: NASSearch) -> int:
 
     if args.workers is not None and args.workers < 1:
         print(f"popnas: --workers must be at least 1, received {args.workers}", file=sys.stderr)
+        return EXIT_INVALID
+    problem = _dataset_problem(search)
+    if problem is not None:
+        print(f"popnas: {problem}", file=sys.stderr)
         return EXIT_INVALID
     out = args.out or default_output(search)
     _configure_logging(args.verbose, out / "popnas.log")
@@ -98,7 +120,10 @@ def _train_cell(args: argparse.Namespace, search: NASSearch) -> int:
     try:
         cell = Cell.parse(args.cell)
         space = SearchSpace.create(
-            spec.operators, max_blocks=max(len(cell), 1), lookback=spec.search_space.lookback, dims=spec.task.dims
+            spec.operators,
+            max_blocks=spec.search_space.max_blocks,
+            lookback=spec.search_space.lookback,
+            dims=spec.task.dims,
         )
         space.check_cell(cell)
     except (CellFormatError, ValueError) as error:
@@ -121,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"popnas: {error}", file=sys.stderr)
         return EXIT_INVALID
     if args.command == "validate":
+        problem = _dataset_problem(search)
+        if problem is not None:
+            print(f"popnas: {problem}", file=sys.stderr)
+            return EXIT_INVALID
         print(json.dumps(search.model_dump(mode="json", by_alias=True), indent=2))
         return 0
     if args.command == "train-cell":

@@ -11,17 +11,17 @@ from popnas.search.state import StepRecord
 
 class SearchListener(Protocol):
     def phase(self, step: int, text: str) -> None:
-        """A long phase of a step starts, such as fitting the predictors."""
+        """Report that a long phase of a step starts, such as fitting the predictors."""
         ...
 
     def step_started(self, step: int, *, max_step: int, planned: int, reused: int, to_train: int) -> None:
-        """Training of a step starts: ``planned`` candidates, ``reused`` of them taken from the store."""
+        """Report that training of a step starts: ``planned`` candidates, ``reused`` of them taken from the store."""
         ...
 
     def candidate_finished(self, step: int, result: CandidateResult) -> None:
-        """A candidate of ``step`` finished training (successfully or not)."""
+        """Report that a candidate of ``step`` finished training, successfully or not."""
         ...
 
     def step_finished(self, step: int, record: StepRecord, results: Sequence[CandidateResult]) -> None:
-        """Every candidate of ``step`` has a result."""
+        """Report that every candidate of ``step`` has a result."""
         ...

@@ -1,8 +1,9 @@
 """``LocalExecutor``: trains candidates in a pool of local worker processes.
 
-Each worker is a separate process (started with ``spawn``, so TensorFlow state is never forked)
-whose TensorFlow thread pools are sized so that concurrent trainers share the cores instead of
-oversubscribing them, which would distort the training times the time predictor learns from.
+Each worker is a separate process, started with ``spawn`` so that TensorFlow state is never
+forked. Its TensorFlow thread pools are sized so that concurrent trainers share the cores instead
+of oversubscribing them, because oversubscription distorts the training times the time predictor
+learns from.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ logger = logging.getLogger(__name__)
 
 
 def default_parallelism() -> int:
-    """One trainer per two CPU cores, at least one."""
+    """Return the default trainer count: one per two CPU cores, at least one."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _initialize_worker(threads: int) -> None:
     # TensorFlow's C++ start-up notices and its Python deprecation warnings (from the FLOPs
-    # profiler) say nothing actionable to a user watching a search.
+    # profiler) give a user watching a search nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from popnas.train.runtime import configure_threads
@@ -46,8 +47,9 @@ def _train(search: NASSearch, cell_text: str, key: str) -> CandidateResult:
 class LocalExecutor:
     """Trains candidates of one search in ``workers`` local processes.
 
-    A worker that dies (out of memory, a crash in native code) breaks the pool; the candidates it
-    was running are retried in a fresh pool up to ``retries`` times, then returned as failed.
+    A worker that dies (out of memory, a crash in native code) breaks the pool. The candidates it
+    was running are then retried in a fresh pool up to ``retries`` times, and returned as failed
+    after that.
     """
 
     device_class = "cpu"

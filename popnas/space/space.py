@@ -54,7 +54,7 @@ class SearchSpace:
         return (*range(-self.lookback, 0), *range(position))
 
     def blocks_for_position(self, position: int) -> list[Block]:
-        """Every block allowed at ``position``, without the mirrored twins of symmetric blocks.
+        """Return every block allowed at ``position``, without the mirrored twins of symmetric blocks.
 
         A block and the same block with its operands swapped compute the same sum, so only
         ``input_1 <= input_2`` is generated, and for equal inputs only ``operator_1 <= operator_2``
@@ -71,11 +71,11 @@ class SearchSpace:
         return blocks
 
     def one_block_cells(self) -> list[Cell]:
-        """Every cell of one block: the bootstrap of the search."""
+        """Return every cell of one block: the bootstrap of the search."""
         return [Cell((block,)) for block in self.blocks_for_position(0)]
 
     def expand(self, cell: Cell) -> list[Cell]:
-        """Every cell obtained by appending one allowed block to ``cell`` (isomorphic twins included)."""
+        """Return every cell obtained by appending one allowed block to ``cell`` (isomorphic twins included)."""
         if len(cell) >= self.max_blocks:
             return []
         return [cell.extended(block) for block in self.blocks_for_position(len(cell))]

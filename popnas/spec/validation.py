@@ -179,7 +179,10 @@ def _dataset_problems(spec: Mapping[str, Any], task: Task | None) -> list[Proble
             return [Problem(path, uri, f"is not a shipped dataset; choose one of {names}, or give an .npz path")]
         problems = []
         if task is not None and builtin.task is not task:
-            problems.append(Problem(path, uri, f"is a {builtin.task.value} dataset but spec.task is {task.value}"))
+            article = "an" if builtin.task.value[0] in "AEIOU" else "a"
+            problems.append(
+                Problem(path, uri, f"is {article} {builtin.task.value} dataset but spec.task is {task.value}")
+            )
         missing = builtin.missing_files()
         if missing:
             package = builtin.source.split(" (")[0]

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -105,3 +106,30 @@ def test_console_script_installed():
     )
     assert completed.returncode == 0
     assert completed.stdout.startswith("popnas ")
+
+
+def test_unloadable_dataset_stops_before_training(tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3)), y=np.zeros(4))
+    manifest = yaml.safe_load((ROOT / "examples" / "gunpoint.yaml").read_text())
+    manifest["spec"]["dataset"]["uri"] = "bad.npz"
+    code = main(["search", "-f", str(write(tmp_path, manifest)), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "spec.dataset.uri" in error
+    assert "x_train" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_rejects_unloadable_dataset(tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3)), y=np.zeros(4))
+    manifest = yaml.safe_load((ROOT / "examples" / "gunpoint.yaml").read_text())
+    manifest["spec"]["dataset"]["uri"] = "bad.npz"
+    assert main(["validate", "-f", str(write(tmp_path, manifest))]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+
+
+def test_train_cell_rejects_too_many_blocks(capsys):
+    blocks = ", ".join(["(-1, 'identity', -1, 'identity')"] * 4)
+    code = main(["train-cell", "-f", str(ROOT / "examples" / "gunpoint.yaml"), "--cell", f"[{blocks}]"])
+    assert code == 2
+    assert "max_blocks=3" in capsys.readouterr().err
