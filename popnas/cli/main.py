@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,10 @@ def _configure_logging(verbose: bool, log_file: Path | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _interrupt(signal_number: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signal_number).name)
+
+
 def _dataset_problem(search: NASSearch) -> str | None:
     """Load the dataset once (trainers reuse the cached copy) and return why it cannot be used, if so."""
     from popnas.train.datasets import load_dataset
@@ -96,6 +101,9 @@ def _search(args: argparse.Namespace, search: NASSearch) -> int:
     out = args.out or default_output(search)
     _configure_logging(args.verbose, out / "popnas.log")
     printer = ProgressPrinter()
+    # SIGTERM (kill, a container stop) takes the same path as Ctrl-C: trainers are stopped and
+    # every finished result is already stored.
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"popnas: search '{search.metadata.name}' (run {search.run_id}), results in {out}", file=sys.stderr)
     try:
         outcome = run_search(search, out=out, workers=args.workers, listener=printer)
