@@ -40,6 +40,20 @@ def popnas(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "popnas.cli.main", *arguments]
 
 
+def processes_in_session(session: int) -> list[int]:
+    """Return the ids of live processes in a session, read from /proc (Linux)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while it was being read
+        state, session_id = fields[0], int(fields[3])
+        if session_id == session and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 @pytest.fixture
 def manifest(tmp_path: Path) -> Path:
     path = tmp_path / "search.yaml"
@@ -70,7 +84,8 @@ def test_search_end_to_end(tmp_path, manifest):
     assert len(list((out / "results").glob("*.json"))) == summary["trained"]
 
 
-def test_search_resumes_after_interrupt(tmp_path, manifest):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_search_resumes_after_interrupt(tmp_path, manifest, stop):
     out = tmp_path / "out"
     process = subprocess.Popen(
         popnas("search", "-f", str(manifest), "--out", str(out)),
@@ -82,9 +97,14 @@ def test_search_resumes_after_interrupt(tmp_path, manifest):
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and len(list(results.glob("*.json"))) < 5:
         time.sleep(0.5)
-    # Ctrl-C reaches the whole foreground process group: the search and its trainers.
-    os.killpg(process.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        # Ctrl-C reaches the whole foreground process group: the search and its trainers.
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 130
+    time.sleep(2)
+    assert processes_in_session(process.pid) == []  # no trainer process outlives the search
     finished_before = {path.name: path.stat().st_mtime_ns for path in results.glob("*.json")}
     assert 5 <= len(finished_before) < 1 + ONE_BLOCK_CELLS
 
