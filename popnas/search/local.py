@@ -52,9 +52,11 @@ class LocalExecutor:
     after that.
     """
 
-    device_class = "cpu"
-
     def __init__(self, search: NASSearch, *, workers: int | None = None, retries: int = 1) -> None:
+        from popnas.train.runtime import device_class
+
+        # Workers run on this machine, so they see the devices this process sees.
+        self.device_class = device_class()
         self.search = search
         self.workers = workers or search.spec.trainers.parallelism or default_parallelism()
         self.retries = retries
