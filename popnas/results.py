@@ -19,17 +19,17 @@ class ResultStatus(StrEnum):
     SUCCEEDED = "succeeded"
     """Training finished and the metrics are finite."""
     FAILED = "failed"
-    """Building or training raised an error, or the trainer process died; ``reason`` says which."""
+    """Building or training raised an error, or the trainer process died, as ``reason`` records."""
     INVALID = "invalid"
     """Training ran but produced a NaN or infinite loss, so its metrics cannot be trusted."""
 
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """What proxy training of one cell produced.
+    """Outcome of proxy training one cell.
 
-    Times are in seconds. ``training_time`` is the sum of the training-batch times (no compile,
-    no validation); ``inference_time`` is the mean time to predict one batch.
+    Times are in seconds. ``training_time`` is the sum of the training-batch times, without
+    compile or validation. ``inference_time`` is the mean time to predict one batch.
     """
 
     key: str
@@ -47,7 +47,7 @@ class CandidateResult:
     epochs: int = 0
     """Epochs actually run (fewer than requested when training stopped on NaN)."""
     reason: str | None = None
-    """Why the candidate failed or is invalid."""
+    """Cause of a failed or invalid status."""
     device_class: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
     """Other measurements, such as per-epoch history; kept as plain JSON values."""

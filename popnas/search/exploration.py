@@ -111,7 +111,7 @@ def exploration_front(
     """Pick up to ``limit`` exploration candidates; return their indices into ``cells``.
 
     ``cells`` must be sorted by predicted accuracy, best first, with ``objectives`` the matching
-    rows of minimized objectives. ``excluded`` holds the canonical keys already chosen (the Pareto
+    rows of minimized objectives. ``excluded`` contains the canonical keys already chosen (the Pareto
     front). A candidate qualifies when its last block scores at least the threshold; after the
     first, a candidate must also not be dominated by any chosen exploration candidate, and usage
     counts are updated with each choice so that later picks explore what is still rare.
@@ -122,17 +122,17 @@ def exploration_front(
     operator_counts = Counter(sets.operator_counts)
     input_counts = Counter(sets.input_counts)
     chosen: list[int] = []
-    taken = set(excluded)
+    chosen_keys = set(excluded)
     for index, cell in enumerate(cells):
         if len(chosen) >= limit:
             break
-        if cell.is_empty or cell.key in taken:
+        if cell.is_empty or cell.key in chosen_keys:
             continue
         if block_score(cell.blocks[-1], sets, operator_counts, input_counts) < threshold:
             continue
         if any(dominates(objectives[member], objectives[index]) for member in chosen):
             continue
         chosen.append(index)
-        taken.add(cell.key)
+        chosen_keys.add(cell.key)
         _count(cell, operator_counts, input_counts)
     return chosen

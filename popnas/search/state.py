@@ -27,7 +27,7 @@ class Prediction:
 
 @dataclass
 class Quality:
-    """How well a predictor ranked the candidates of a step once they were trained."""
+    """Quality of a predictor on the candidates of a step, measured once they were trained."""
 
     mape: float | None = None
     """Mean absolute percentage error, in percent."""

@@ -15,8 +15,8 @@ from popnas.space.operators import Operator, parse_operator
 class SearchSpace:
     """Operators, the maximum number of blocks per cell and the lookback depth.
 
-    ``operators`` are operator strings; they are parsed for ``dims`` (2 for images, 1 for series)
-    and stored in canonical text, so ``"3X3 conv"`` and ``"3x3 conv"`` are the same operator.
+    ``operators`` are operator strings, parsed for ``dims`` (2 for images, 1 for series). They are
+    stored in canonical text, so ``"3X3 conv"`` and ``"3x3 conv"`` are the same operator.
     """
 
     operators: tuple[str, ...]

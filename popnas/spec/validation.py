@@ -1,6 +1,6 @@
 """Load a manifest and check all of it at once, before any training.
 
-Every problem becomes one line naming the field path, the value received and what to change;
+Every problem becomes one line naming the field path, the value received and what to change.
 ``ManifestError`` carries them all, so a user fixes a manifest in one round.
 """
 
@@ -21,7 +21,7 @@ from popnas.spec.model import NASSearch, Task
 
 @dataclass(frozen=True)
 class Problem:
-    """One invalid field: where it is, what it holds and what is allowed."""
+    """One invalid field: its path, its value and what is allowed."""
 
     path: str
     value: Any

@@ -1,4 +1,4 @@
-"""Where results, search state and step tables are kept: the ``Store`` protocol and its implementations."""
+"""Storage of results, search state and step tables: the ``Store`` protocol and its implementations."""
 
 from popnas.storage.local import LocalStore
 from popnas.storage.protocol import Store

@@ -1,7 +1,7 @@
 """A seeded toy objective for testing the search loop without training networks.
 
 Accuracy and time are fixed functions of the cell, so the loop's own logic (planning, fronts,
-resume, determinism) can be checked quickly; real training is covered by the integration tests.
+resume, determinism) can be checked quickly. The integration tests cover real training.
 """
 
 from __future__ import annotations
