@@ -17,6 +17,7 @@ from popnas.spec import ManifestError, NASSearch, load_manifest
 logger = logging.getLogger("popnas")
 
 EXIT_INVALID = 2
+EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -33,7 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="run (or continue) a search on this machine")
     search.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
     search.add_argument(
-        "--out", type=Path, help="results folder (default: popnas-results/<metadata.name>); rerun to continue"
+        "--store",
+        "--out",
+        dest="store",
+        help=(
+            "where results go: a folder or s3://bucket/prefix (default: spec.storage.uri, else "
+            "popnas-results/<metadata.name>); rerun to continue"
+        ),
     )
     search.add_argument(
         "--workers", type=int, help="trainer processes (default: trainers.parallelism, else one per two cores)"
@@ -46,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="cell such as \"[(-2, '7 conv', -1, 'gru')]\" within the manifest's search space; '[]' is the empty cell",
     )
-    train.add_argument("--out", type=Path, help="also store the result in this results folder")
+    train.add_argument(
+        "--store", "--out", dest="store", help="also store the result (and model) in this folder or s3://bucket/prefix"
+    )
 
     validate = commands.add_parser("validate", help="check a manifest and print it with defaults filled in")
     validate.add_argument("-f", "--file", required=True, type=Path, help="NASSearch manifest (YAML)")
@@ -76,20 +85,29 @@ def _interrupt(signal_number: int, frame: object) -> None:
 
 def _dataset_problem(search: NASSearch) -> str | None:
     """Load the dataset once (trainers reuse the cached copy) and return why it cannot be used, if so."""
+    from popnas.storage import S3Settings, StorageError
     from popnas.train.datasets import load_dataset
 
     uri = search.spec.dataset.uri
     try:
-        load_dataset(uri, task=search.spec.task)
-    except (ValueError, OSError) as error:
+        load_dataset(uri, task=search.spec.task, storage=S3Settings.from_spec(search.spec.storage))
+    except (ValueError, OSError, StorageError) as error:
         return f"spec.dataset.uri {uri!r} cannot be loaded: {error}"
     return None
+
+
+def _log_file(search: NASSearch) -> Path:
+    """The log goes next to local results; with S3 results it stays on this machine, in popnas-results/NAME."""
+    uri = search.spec.storage.uri or ""
+    folder = Path(uri) if "://" not in uri and uri else Path("popnas-results") / search.metadata.name
+    return folder / "popnas.log"
 
 
 def _search(args: argparse.Namespace, search: NASSearch) -> int:
     from popnas.cli.progress import ProgressPrinter
     from popnas.cli.summary import print_summary
-    from popnas.search.api import default_output, run_search
+    from popnas.search.api import run_search, with_store
+    from popnas.storage import StorageError
 
     if args.workers is not None and args.workers < 1:
         print(f"popnas: --workers must be at least 1, received {args.workers}", file=sys.stderr)
@@ -98,29 +116,39 @@ def _search(args: argparse.Namespace, search: NASSearch) -> int:
     if problem is not None:
         print(f"popnas: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    out = args.out or default_output(search)
-    _configure_logging(args.verbose, out / "popnas.log")
+    search = with_store(search, args.store)
+    store = search.spec.storage.uri
+    log_file = _log_file(search)
+    _configure_logging(args.verbose, log_file)
     printer = ProgressPrinter()
     # SIGTERM (kill, a container stop) takes the same path as Ctrl-C: trainers are stopped and
     # every finished result is already stored.
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"popnas: search '{search.metadata.name}' (run {search.run_id}), results in {out}", file=sys.stderr)
+    print(
+        f"popnas: search '{search.metadata.name}' (run {search.run_id}), results in {store}, log in {log_file}",
+        file=sys.stderr,
+    )
     try:
-        outcome = run_search(search, out=out, workers=args.workers, listener=printer)
+        outcome = run_search(search, workers=args.workers, listener=printer)
     except KeyboardInterrupt:
         print(
-            f"\npopnas: interrupted; finished candidates are stored in {out}. Run the same command again to continue.",
+            f"\npopnas: interrupted; finished candidates are stored in {store}. "
+            "Run the same command again to continue.",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    print_summary(outcome.summary(), out / "summary.json")
+    except StorageError as error:
+        print(f"\npopnas: {error}", file=sys.stderr)
+        return EXIT_STORAGE
+    print_summary(outcome.summary(), outcome.store.location("summary.json"))
     return 0
 
 
 def _train_cell(args: argparse.Namespace, search: NASSearch) -> int:
     from popnas.results import ResultStatus
+    from popnas.search.api import with_store
     from popnas.space import Cell, CellFormatError, SearchSpace
-    from popnas.storage import LocalStore
+    from popnas.storage import S3Settings, StorageError, open_store
     from popnas.train.proxy import train_candidate
 
     _configure_logging(args.verbose)
@@ -137,9 +165,16 @@ def _train_cell(args: argparse.Namespace, search: NASSearch) -> int:
     except (CellFormatError, ValueError) as error:
         print(f"popnas: invalid --cell: {error}", file=sys.stderr)
         return EXIT_INVALID
+    if args.store is not None:
+        search = with_store(search, args.store)
     result = train_candidate(search, cell)
-    if args.out is not None and result.status is not ResultStatus.FAILED:
-        LocalStore(args.out).put_result(result)
+    if args.store is not None and result.status is not ResultStatus.FAILED:
+        try:
+            open_store(args.store, S3Settings.from_spec(search.spec.storage)).put_result(result)
+        except StorageError as error:
+            print(json.dumps(result.to_json(), indent=2))
+            print(f"popnas: {error}", file=sys.stderr)
+            return EXIT_STORAGE
     print(json.dumps(result.to_json(), indent=2))
     return 0 if result.succeeded else 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -12,7 +11,7 @@ def _number(value: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def print_summary(summary: dict[str, Any], path: Path, stream: TextIO | None = None) -> None:
+def print_summary(summary: dict[str, Any], location: str, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     status = "finished" if summary["finished"] else "stopped early"
     out.write(f"\nSearch '{summary['search']}' {status} in {timedelta(seconds=int(summary['wallTime']))}\n")
@@ -40,5 +39,5 @@ def print_summary(summary: dict[str, Any], path: Path, stream: TextIO | None = N
                 f"    {_number(row['predictedAccuracy'])} -> {_number(row['accuracy'])}, "
                 f"{predicted_time} -> {_number(row['trainingTime'], '{:.2f}')} s  {row['cell']}\n"
             )
-    out.write(f"\n  results: {summary['location']}\n  summary: {path}\n")
+    out.write(f"\n  results: {summary['location']}\n  summary: {location}\n")
     out.flush()

@@ -1,7 +1,7 @@
 """Run a search from Python (notebooks, scripts, the CLI) and read its results as pandas tables.
 
 from popnas.search import run_search
-outcome = run_search("examples/gunpoint.yaml", out="runs/gunpoint")
+outcome = run_search("examples/gunpoint.yaml", store="runs/gunpoint")   # or "s3://bucket/runs"
 outcome.results_frame()          # every trained candidate
 outcome.front_frame(step=3)      # the predicted Pareto front of step 3, with measured results
 """
@@ -24,17 +24,13 @@ from popnas.search.loop import SearchCounts, SearchLoop
 from popnas.search.state import SearchState
 from popnas.space import Cell
 from popnas.spec import NASSearch, check_search, load_manifest
-from popnas.storage import LocalStore, Store
+from popnas.storage import S3Settings, Store, open_store, store_uri
 from popnas.train.datasets import load_dataset
 
 logger = logging.getLogger(__name__)
 
 TOP_CELLS = 5
 """Best cells listed in the summary; model selection takes the same number in POPNASv3."""
-
-
-def default_output(search: NASSearch) -> Path:
-    return Path("popnas-results") / search.metadata.name
 
 
 @dataclass
@@ -167,30 +163,34 @@ class SearchOutcome:
 def run_search(
     search: NASSearch | str | Path,
     *,
-    out: str | Path | None = None,
+    store: str | Path | None = None,
     workers: int | None = None,
     listener: SearchListener | None = None,
     executor: Executor | None = None,
 ) -> SearchOutcome:
     """Run (or continue) a search and return its outcome; ``search`` is a manifest path or a NASSearch.
 
-    Results go to the local folder ``out`` (default ``popnas-results/<name>``), where
-    ``summary.json`` is written at the end. Rerunning with the same spec and folder continues the
-    run and reuses every stored result.
+    Results go to ``store``: a folder or ``s3://bucket/prefix`` (default: ``spec.storage.uri``,
+    else the folder ``popnas-results/<name>``), where ``summary.json`` is written at the end.
+    Rerunning with the same spec and store continues the run, and every search on the store
+    reuses the results stored for the same candidates (unless ``strategy.reuseResults`` is false).
+    Raises StorageError when the store cannot be used.
     """
     if not isinstance(search, NASSearch):
         search = load_manifest(search)
     else:
         check_search(search)
-    folder = Path(out) if out is not None else default_output(search)
-    store = LocalStore(folder)
+    search = with_store(search, store)
+    settings = S3Settings.from_spec(search.spec.storage)
+    assert search.spec.storage.uri is not None  # set by with_store
+    opened = open_store(search.spec.storage.uri, settings)
     started = time.perf_counter()
-    dataset = load_dataset(search.spec.dataset.uri, task=search.spec.task)
+    dataset = load_dataset(search.spec.dataset.uri, task=search.spec.task, storage=settings)
     owns_executor = executor is None
     if executor is None:
         executor = LocalExecutor(search, workers=workers, retries=search.spec.trainers.retries)
     loop = SearchLoop(
-        search=search, store=store, executor=executor, dataset_fingerprint=dataset.fingerprint, listener=listener
+        search=search, store=opened, executor=executor, dataset_fingerprint=dataset.fingerprint, listener=listener
     )
     try:
         state = loop.run()
@@ -203,10 +203,22 @@ def run_search(
         results=loop.results,
         counts=loop.counts,
         wall_time=time.perf_counter() - started,
-        store=store,
+        store=opened,
         prefix=loop.prefix,
     )
     summary = outcome.summary()
-    store.write_json(f"{loop.prefix}/summary.json", summary)
-    store.write_json("summary.json", summary)
+    opened.write_json(f"{loop.prefix}/summary.json", summary)
+    opened.write_json("summary.json", summary)
     return outcome
+
+
+def with_store(search: NASSearch, store: str | Path | None = None) -> NASSearch:
+    """Return ``search`` with spec.storage.uri set to the store it runs on, for trainer processes to find.
+
+    A local folder becomes an absolute path, so trainers started elsewhere find the same folder.
+    """
+    uri = store_uri(search, store)
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().resolve())
+    storage = search.spec.storage.model_copy(update={"uri": uri})
+    return search.model_copy(update={"spec": search.spec.model_copy(update={"storage": storage})})

@@ -34,7 +34,7 @@ from popnas.search.pareto import non_dominated
 from popnas.search.state import Prediction, Quality, SearchState, StepRecord
 from popnas.space import Block, Cell, SearchSpace
 from popnas.spec import NASSearch
-from popnas.storage import Store
+from popnas.storage import RESULTS, Store
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class SearchLoop:
     recipe: str = field(init=False)
     prefix: str = field(init=False)
     """Folder of this run inside the store."""
+    results_folder: str = field(init=False)
+    """The store's shared results folder, or this run's own when strategy.reuseResults is false."""
     state: SearchState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class SearchLoop:
         )
         self.recipe = spec.recipe_hash()
         self.prefix = f"searches/{self.search.metadata.namespace}/{self.search.metadata.name}/{self.search.run_id}"
+        self.results_folder = RESULTS if spec.strategy.reuse_results else f"{self.prefix}/{RESULTS}"
         stored = self.store.read_json(f"{self.prefix}/state.json")
         if stored is None:
             self.state = SearchState(
@@ -301,7 +304,7 @@ class SearchLoop:
         for text, key in zip(record.planned, record.keys, strict=True):
             if key in self.results:
                 continue
-            stored = self.store.get_result(key)
+            stored = self.store.get_result(key, self.results_folder)
             if stored is not None:
                 self.results[key] = stored
                 reused += 1
@@ -332,7 +335,7 @@ class SearchLoop:
             self.store.write_json(f"failures/{result.key}.json", result.to_json())
             return
         self.counts.trained += 1
-        self.store.put_result(result)
+        self.store.put_result(result, self.results_folder)
 
     def _score_predictions(self, record: StepRecord) -> None:
         if not record.predictions:

@@ -74,7 +74,11 @@ class _Section(BaseModel):
 
 
 class DatasetSpec(_Section):
-    uri: str = Field(description="'builtin:NAME', a path to an .npz file with x_train, y_train, x_test, y_test.")
+    uri: str = Field(
+        description=(
+            "'builtin:NAME', or a path or s3://bucket/key of an .npz file with x_train, y_train, x_test, y_test."
+        )
+    )
     validation_size: float = Field(
         default=0.1,
         gt=0,
@@ -116,6 +120,13 @@ class StrategySpec(_Section):
     time_predictor_search_iterations: int = Field(
         default=40, ge=1, description="Random-search iterations for the time predictor's hyperparameters."
     )
+    reuse_results: bool = Field(
+        default=True,
+        description=(
+            "Reuse results that any search on the same store trained for the same candidate identity. "
+            "False: train every candidate again and keep this run's results apart."
+        ),
+    )
 
 
 class AugmentationSpec(_Section):
@@ -139,6 +150,9 @@ class TrainingSpec(_Section):
     augmentation: AugmentationSpec = Field(
         default_factory=lambda: AugmentationSpec(), description="Image augmentation; ignored for series."
     )
+    keep_models: bool = Field(
+        default=False, description="Store each trained candidate's model.keras under models/<result key>/."
+    )
 
 
 class ArchitectureSpec(_Section):
@@ -157,6 +171,31 @@ class TrainersSpec(_Section):
     )
 
 
+class StorageSpec(_Section):
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "Where results, checkpoints and models go: a folder path or s3://bucket/prefix. "
+            "Unset: popnas-results/<metadata.name> locally (the --store option overrides it)."
+        ),
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "S3 endpoint of a non-AWS server (MinIO, Ceph RGW, SeaweedFS, GCS); unset: AWS or AWS_ENDPOINT_URL."
+        ),
+    )
+    region: str | None = Field(default=None, description="S3 region; unset: boto3's configured region.")
+    path_style: bool = Field(
+        default=False, description="Address buckets as endpoint/bucket/key; most self-hosted servers need it."
+    )
+    retry_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds to keep retrying throttled, failing or unreachable storage before the search stops.",
+    )
+
+
 class SearchSpec(_Section):
     task: Task
     dataset: DatasetSpec
@@ -165,6 +204,7 @@ class SearchSpec(_Section):
     training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
     architecture: ArchitectureSpec = Field(default_factory=lambda: ArchitectureSpec())
     trainers: TrainersSpec = Field(default_factory=lambda: TrainersSpec())
+    storage: StorageSpec = Field(default_factory=lambda: StorageSpec())
 
     @model_validator(mode="after")
     def _fill_task_defaults(self) -> SearchSpec:
@@ -186,7 +226,7 @@ class SearchSpec(_Section):
             "validationSize": self.dataset.validation_size,
             "batchSize": self.dataset.batch_size,
             "seed": self.strategy.seed,
-            "training": self.training.model_dump(mode="json", by_alias=True),
+            "training": self.training.model_dump(mode="json", by_alias=True, exclude={"keep_models"}),
             "architecture": self.architecture.model_dump(mode="json", by_alias=True),
         }
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -227,8 +267,11 @@ class NASSearch(BaseModel):
     def run_id(self) -> str:
         """A short hash of the normalized spec: rerunning the same spec continues the same run.
 
-        ``trainers`` is left out because parallelism and retries do not change what is searched.
+        ``trainers``, ``storage``, ``training.keepModels`` and ``strategy.reuseResults`` are left out
+        because they change how a search runs and where it stores, not what it searches.
         """
-        spec = {name: value for name, value in self.spec_json().items() if name != "trainers"}
+        spec = {name: value for name, value in self.spec_json().items() if name not in ("trainers", "storage")}
+        spec["training"] = {name: value for name, value in spec["training"].items() if name != "keepModels"}
+        spec["strategy"] = {name: value for name, value in spec["strategy"].items() if name != "reuseResults"}
         text = json.dumps(spec, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from popnas.space.operators import OperatorError, parse_operator
 from popnas.spec.datasets import BUILTIN_DATASETS
 from popnas.spec.model import NASSearch, Task
+from popnas.spec.uris import has_scheme, is_s3, parse_s3
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems = []
     problems.extend(_operator_problems(spec, task))
     problems.extend(_dataset_problems(spec, task))
+    problems.extend(_storage_problems(spec))
     return problems
 
 
@@ -188,11 +190,45 @@ def _dataset_problems(spec: Mapping[str, Any], task: Task | None) -> list[Proble
             package = builtin.source.split(" (")[0]
             problems.append(Problem(path, uri, f"is not installed: {missing[0]} is missing; install {package}"))
         return problems
-    if uri.startswith("s3://"):
-        return [Problem(path, uri, "S3 datasets are not supported yet; copy the file locally and give its path")]
+    if is_s3(uri):
+        try:
+            location = parse_s3(uri)
+        except ValueError as error:
+            return [Problem(path, uri, f"is not a valid S3 URI: {error}")]
+        if not location.key.endswith(".npz"):
+            return [Problem(path, uri, "must name an .npz object, such as s3://bucket/data/gunpoint.npz")]
+        return []
     file = Path(uri)
-    if file.suffix != ".npz":
-        return [Problem(path, uri, "must be 'builtin:NAME' or a path to an .npz file")]
+    if has_scheme(uri) or file.suffix != ".npz":
+        return [Problem(path, uri, "must be 'builtin:NAME', or a path or s3://bucket/key of an .npz file")]
     if not file.is_file():
         return [Problem(path, uri, "file not found; give an existing .npz path (relative paths start at the manifest)")]
     return []
+
+
+def _storage_problems(spec: Mapping[str, Any]) -> list[Problem]:
+    name, storage = _section(spec, "storage")
+    problems = []
+    uri = storage.get("uri")
+    if isinstance(uri, str):
+        path = f"spec.{name}.uri"
+        if is_s3(uri):
+            try:
+                parse_s3(uri)
+            except ValueError as error:
+                problems.append(Problem(path, uri, f"is not a valid S3 URI: {error}"))
+        elif has_scheme(uri):
+            problems.append(Problem(path, uri, "must be a folder path or s3://bucket/prefix (other schemes: use S3)"))
+        elif not uri.strip():
+            problems.append(Problem(path, uri, "must not be empty; remove it to use popnas-results/<name>"))
+    endpoint_key = "endpointUrl" if "endpointUrl" in storage else "endpoint_url"
+    endpoint = storage.get(endpoint_key)
+    if isinstance(endpoint, str) and not endpoint.startswith(("http://", "https://")):
+        problems.append(
+            Problem(
+                f"spec.{name}.{endpoint_key}",
+                endpoint,
+                "must start with http:// or https://, such as http://minio:9000",
+            )
+        )
+    return problems

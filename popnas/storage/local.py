@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from popnas.results import CandidateResult
+from popnas.storage.protocol import RESULTS
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +42,12 @@ class LocalStore:
         os.close(handle)
         return Path(name)
 
-    def get_result(self, key: str) -> CandidateResult | None:
-        data = self.read_json(f"results/{key}.json")
+    def get_result(self, key: str, folder: str = RESULTS) -> CandidateResult | None:
+        data = self.read_json(f"{folder}/{key}.json")
         return None if data is None else CandidateResult.from_json(data)
 
-    def put_result(self, result: CandidateResult) -> bool:
-        target = self._path(f"results/{result.key}.json")
+    def put_result(self, result: CandidateResult, folder: str = RESULTS) -> bool:
+        target = self._path(f"{folder}/{result.key}.json")
         temporary = self._temporary(target)
         try:
             temporary.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
@@ -83,6 +85,27 @@ class LocalStore:
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def put_file(self, path: str, source: Path) -> None:
+        target = self._path(path)
+        temporary = self._temporary(target)
+        try:
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def get_file(self, path: str, target: Path) -> bool:
+        source = self._path(path)
+        if not source.is_file():
+            return False
+        temporary = self._temporary(target)
+        try:
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return True
 
     def read_frame(self, path: str) -> pd.DataFrame | None:
         target = self._path(path)

@@ -6,21 +6,29 @@ docs/design.md), so the same code runs over a local folder or an object store.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 import pandas as pd
 
 from popnas.results import CandidateResult
 
+RESULTS: Final = "results"
+"""Folder of the immutable candidate results that every search on a store shares."""
+
+
+class StorageError(RuntimeError):
+    """Storage that cannot be used: a missing bucket, denied access, or a server unreachable for too long."""
+
 
 class Store(Protocol):
     """Storage for one store root. Implementations must make every write atomic."""
 
-    def get_result(self, key: str) -> CandidateResult | None:
-        """Return the stored result for a candidate key, or None."""
+    def get_result(self, key: str, folder: str = RESULTS) -> CandidateResult | None:
+        """Return the stored result for a candidate key in ``folder``, or None."""
         ...
 
-    def put_result(self, result: CandidateResult) -> bool:
+    def put_result(self, result: CandidateResult, folder: str = RESULTS) -> bool:
         """Write a result once; return False, leaving the stored one, when the key already exists."""
         ...
 
@@ -38,6 +46,14 @@ class Store(Protocol):
 
     def read_frame(self, path: str) -> pd.DataFrame | None:
         """Return the Parquet table at ``path``, or None."""
+        ...
+
+    def put_file(self, path: str, source: Path) -> None:
+        """Copy a local file (a model, possibly large) to ``path``, atomically."""
+        ...
+
+    def get_file(self, path: str, target: Path) -> bool:
+        """Copy ``path`` to the local file ``target`` (replaced atomically); return False when there is none."""
         ...
 
     def location(self, path: str = "") -> str:

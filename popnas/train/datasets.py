@@ -21,6 +21,9 @@ from sklearn.model_selection import train_test_split
 
 from popnas.spec.datasets import BUILTIN_DATASETS, FASHION_MNIST_DIR
 from popnas.spec.model import Task
+from popnas.spec.uris import is_s3
+from popnas.storage.cache import fetch
+from popnas.storage.s3 import S3Settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +73,12 @@ class Splits:
     y_validation: np.ndarray
 
 
-def load_dataset(uri: str, *, task: Task | None = None) -> Dataset:
-    """Load ``builtin:NAME`` or an .npz file, normalized and fingerprinted; cached per process.
+def load_dataset(uri: str, *, task: Task | None = None, storage: S3Settings | None = None) -> Dataset:
+    """Load ``builtin:NAME`` or an .npz file (a path or s3://bucket/key), normalized and fingerprinted.
+
+    Datasets are cached per process. An S3 object is downloaded once into the local cache of
+    ``popnas.storage.cache`` (reached with ``storage``) and read from there; the fingerprint comes
+    from the arrays, so the same data has the same fingerprint wherever it is stored.
 
     Shipped names: digits, fashion-mnist, gunpoint, italypowerdemand, basicmotions. An .npz must
     contain x_train, y_train, x_test and y_test, and may contain ``task`` (a Task value).
@@ -80,15 +87,24 @@ def load_dataset(uri: str, *, task: Task | None = None) -> Dataset:
     shipped dataset or of an .npz ``task`` entry. Without either, samples with three axes are
     images and samples with one axis are series.
 
-    Raises ValueError for an unknown name, a missing array or an ambiguous shape, and
-    FileNotFoundError when the data is not installed.
+    Raises ValueError for an unknown name, a missing array or an ambiguous shape,
+    FileNotFoundError when the data is not installed or the object does not exist, and
+    StorageError when the bucket cannot be used.
     """
     if uri.startswith(BUILTIN_PREFIX):
         dataset = _load_builtin(uri.removeprefix(BUILTIN_PREFIX))
         if task is not None and dataset.task is not task:
             raise ValueError(f"dataset {uri} is a {dataset.task.value} dataset, but the task is {task.value}")
         return dataset
+    if is_s3(uri):
+        return _load_npz(_fetch_once(uri, storage), task)
     return _load_npz(Path(uri), task)
+
+
+@cache
+def _fetch_once(uri: str, storage: S3Settings | None) -> Path:
+    """Fetch an S3 dataset once per process, so one search trains every candidate on the same data."""
+    return fetch(uri, storage)
 
 
 def split_validation(dataset: Dataset, *, validation_size: float, seed: int) -> Splits:

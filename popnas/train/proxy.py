@@ -3,14 +3,17 @@
 ``train_candidate`` is the trainer's whole job: it loads the dataset, builds the network, trains
 it for the spec's few epochs, and measures accuracy, training time, inference time, parameters
 and FLOPs. Every error in building or training becomes a result with a status and a reason, so
-the search loop receives no exception from here. Writing results to storage is not done here.
+the search loop receives no exception from here. Writing the result to storage is the caller's
+job; the trained model is stored here when the spec keeps models (``training.keepModels``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -20,6 +23,7 @@ import tensorflow as tf
 from popnas.results import CandidateResult, ResultStatus, candidate_key
 from popnas.space import Cell
 from popnas.spec.model import NASSearch, Task
+from popnas.storage import S3Settings, StorageError, open_store, store_uri
 from popnas.train.builder import build_model
 from popnas.train.datasets import Dataset, load_dataset, resolve_batch_size, split_validation
 from popnas.train.runtime import device_class
@@ -126,7 +130,7 @@ def train_candidate(search: NASSearch, cell: Cell, *, key: str | None = None) ->
     cell_text = str(cell)
     fingerprint = _UNAVAILABLE_FINGERPRINT
     try:
-        dataset = load_dataset(spec.dataset.uri, task=spec.task)
+        dataset = load_dataset(spec.dataset.uri, task=spec.task, storage=S3Settings.from_spec(spec.storage))
         fingerprint = dataset.fingerprint
         key = key or _default_key(search, cell, fingerprint, device)
         logger.debug("training candidate %s, cell %s", key, cell_text)
@@ -207,7 +211,7 @@ def _train(search: NASSearch, cell: Cell, dataset: Dataset, *, key: str, device:
     ).history
     trained = time.perf_counter()
     epochs_run = len(history.get("loss", []))
-    extra = {
+    extra: dict[str, Any] = {
         "history": {
             "accuracy": _json_floats(history.get("accuracy", [])),
             "valAccuracy": _json_floats(history.get("val_accuracy", [])),
@@ -235,6 +239,8 @@ def _train(search: NASSearch, cell: Cell, dataset: Dataset, *, key: str, device:
             extra=extra,
         )
 
+    if training.keep_models:
+        extra["model"] = _keep_model(search, model, key)
     inference_time = _inference_time(model, splits.x_train[:batch_size])
     measured = time.perf_counter()
     flops = count_flops(model)
@@ -259,6 +265,24 @@ def _train(search: NASSearch, cell: Cell, dataset: Dataset, *, key: str, device:
         device_class=device,
         extra=extra,
     )
+
+
+def _keep_model(search: NASSearch, model: keras.Model, key: str) -> str | None:
+    """Store the trained model as models/<key>/model.keras; return where, or None when storing failed.
+
+    A model that cannot be stored is logged and skipped: the measured result is still valid.
+    """
+    store = open_store(store_uri(search), S3Settings.from_spec(search.spec.storage))
+    path = f"models/{key}/model.keras"
+    with tempfile.TemporaryDirectory(prefix="popnas-model-") as folder:
+        local = Path(folder) / "model.keras"
+        try:
+            model.save(local)
+            store.put_file(path, local)
+        except (OSError, StorageError, ValueError) as error:
+            logger.error("candidate %s: cannot store its model at %s: %s", key, store.location(path), error)
+            return None
+    return store.location(path)
 
 
 def batch_norm_momentum(steps_per_epoch: int) -> float:

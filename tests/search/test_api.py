@@ -25,7 +25,7 @@ def search_built_in_code() -> NASSearch:
 
 
 def test_run_search_from_python(tmp_path):
-    outcome = run_search(search_built_in_code(), out=tmp_path, executor=ToyExecutor())
+    outcome = run_search(search_built_in_code(), store=tmp_path, executor=ToyExecutor())
     results = outcome.results_frame()
     front = outcome.front_frame()
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -47,5 +47,5 @@ def test_run_search_invalid_spec_in_code(tmp_path):
         update={"spec": search_built_in_code().spec.model_copy(update={"dataset": DatasetSpec(uri="builtin:digits")})}
     )
     with pytest.raises(ValueError, match=r"spec\.dataset\.uri"):
-        run_search(search, out=tmp_path, executor=ToyExecutor())
+        run_search(search, store=tmp_path, executor=ToyExecutor())
     assert not (tmp_path / "summary.json").exists()

@@ -282,13 +282,55 @@ def test_non_npz_path_reported(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("1,2\n")
     problems = problems_of(manifest(uri=str(path)))
-    assert "must be 'builtin:NAME' or a path to an .npz file" in problems["spec.dataset.uri"].message
+    assert (
+        "must be 'builtin:NAME', or a path or s3://bucket/key of an .npz file" in problems["spec.dataset.uri"].message
+    )
 
 
-def test_s3_uri_reported() -> None:
-    problems = problems_of(manifest(uri="s3://bucket/data.npz"))
-    assert problems["spec.dataset.uri"].value == "s3://bucket/data.npz"
-    assert "not supported" in problems["spec.dataset.uri"].message
+def test_s3_dataset_accepted_without_network() -> None:
+    # The object is fetched when the search starts; validation checks only the URI's form.
+    search = parse_manifest(manifest(uri="s3://popnas-data/series/gunpoint.npz"))
+    assert search.spec.dataset.uri == "s3://popnas-data/series/gunpoint.npz"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("s3://Bad_Bucket/data.npz", "is not a valid S3 URI: 'Bad_Bucket' is not a valid bucket name"),
+        ("s3://popnas-data/data.csv", "must name an .npz object"),
+        ("s3://popnas-data/a//b.npz", "has an empty, '.' or '..' part"),
+        ("gs://popnas-data/data.npz", "must be 'builtin:NAME', or a path or s3://bucket/key of an .npz file"),
+    ],
+)
+def test_bad_s3_dataset_reported(uri: str, message: str) -> None:
+    problem = problems_of(manifest(uri=uri))["spec.dataset.uri"]
+    assert problem.value == uri
+    assert message in problem.message
+
+
+@pytest.mark.parametrize(
+    ("storage", "path", "message"),
+    [
+        ({"uri": "s3://x/runs"}, "spec.storage.uri", "not a valid bucket name"),
+        ({"uri": "gs://popnas/runs"}, "spec.storage.uri", "must be a folder path or s3://bucket/prefix"),
+        ({"uri": " "}, "spec.storage.uri", "must not be empty"),
+        ({"uri": "s3://popnas/runs", "endpointUrl": "minio:9000"}, "spec.storage.endpointUrl", "http://"),
+        ({"retryTimeout": 0}, "spec.storage.retryTimeout", "greater than 0"),
+        ({"bucket": "popnas"}, "spec.storage.bucket", "is not a known field"),
+    ],
+)
+def test_bad_storage_reported(storage: dict[str, Any], path: str, message: str) -> None:
+    problem = problems_of(manifest(storage=storage))[path]
+    assert message in problem.message
+
+
+def test_storage_settings_accepted() -> None:
+    storage = {"uri": "s3://popnas-runs/team-a", "endpointUrl": "http://127.0.0.1:9000", "pathStyle": True}
+    search = parse_manifest(manifest(storage=storage))
+    assert search.spec.storage.uri == "s3://popnas-runs/team-a"
+    assert search.spec.storage.endpoint_url == "http://127.0.0.1:9000"
+    assert search.spec.storage.path_style
+    assert search.spec.storage.retry_timeout == 300
 
 
 def test_builtin_of_wrong_task_reported() -> None:
