@@ -1,8 +1,8 @@
 """A local cache of objects fetched from S3 (datasets), checked by checksum before each use.
 
-Each trainer process reads a dataset from this cache, so the object is downloaded once per machine
-and again only when it changes in the bucket (a different ETag or size) or the cached file no
-longer matches the SHA-256 recorded when it was downloaded.
+Each trainer process reads a dataset from this cache, so the object is downloaded once per
+machine. It is downloaded again only when it changes in the bucket (a different ETag or size), or
+when the cached file no longer matches the SHA-256 recorded at download.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
-    """``$POPNAS_CACHE``, else ``$XDG_CACHE_HOME/popnas``, else ``~/.cache/popnas``."""
+    """Return the cache folder: ``$POPNAS_CACHE``, else ``$XDG_CACHE_HOME/popnas``, else ``~/.cache/popnas``."""
     explicit = os.environ.get("POPNAS_CACHE")
     if explicit:
         return Path(explicit).expanduser()

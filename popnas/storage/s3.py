@@ -1,10 +1,10 @@
 """A store in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, SeaweedFS, GCS) through boto3.
 
 An object store applies each PUT whole, so a document or table is replaced atomically and readers
-never see a torn checkpoint. A result is written once: the PUT carries ``If-None-Match: *``, and a
-server that rejects that header gets a HEAD check then a plain PUT instead (two writers racing on
-the same key then both store a complete result of the same candidate). Large files go up in
-multipart uploads. Throttling, server errors and network failures are retried with bounded
+never see a torn checkpoint. A result is written once: the PUT carries ``If-None-Match: *``. A
+server that rejects that header gets a HEAD check, then a plain PUT. There, two writers racing on
+one key can both write, but each writes a complete result of the same candidate. Large files go
+up in multipart uploads. Throttling, server errors and network failures are retried with bounded
 exponential backoff for ``retry_timeout`` seconds, so a search waits out a storage outage.
 Credentials come from boto3's standard chain and are never logged.
 """
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_DELAY: Final = 0.5
-"""Seconds before the first retry; each later retry waits twice as long, up to MAX_DELAY."""
+"""Seconds before the first retry. Each later retry waits twice as long, up to MAX_DELAY."""
 MAX_DELAY: Final = 8.0
 
 MULTIPART_SIZE: Final = 16 * 1024 * 1024
@@ -93,7 +93,7 @@ _CREDENTIAL_SOURCES = {
 
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach an S3-compatible server; the manifest's ``spec.storage`` without the URI."""
+    """Connection settings of an S3-compatible server: the manifest's ``spec.storage`` without the URI."""
 
     endpoint_url: str | None = None
     region: str | None = None
@@ -135,7 +135,7 @@ class S3Store:
         return f"S3Store({str(self.root)!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # boto3 sessions and clients do not cross process boundaries; each process makes its own.
+        # boto3 sessions and clients cannot be pickled, so each process makes its own.
         return {**self.__dict__, "_session": None, "_client_instance": None}
 
     @property

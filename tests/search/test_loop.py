@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from popnas.results import ResultStatus
@@ -122,3 +124,48 @@ def test_loop_writes_step_tables(finished):
     assert front is not None
     assert len(front) == int(predictions["front"].sum())
     assert predictions["predictedAccuracy"].between(0, 1).all()
+
+
+def renamed(search, name):
+    return search.model_copy(update={"metadata": search.metadata.model_copy(update={"name": name})})
+
+
+def test_second_search_reuses_results(finished, tmp_path):
+    folder, first_loop, _, _ = finished
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    loop, state, executor = run_toy(tmp_path, search=renamed(toy_search(), "toy-again"))
+    planned = [key for record in state.steps.values() for key in record.keys]
+    # Same data, recipe and seed: the same plans, every candidate taken from the first search.
+    assert executor.trained == []
+    assert loop.counts.reused == len(planned)
+    assert loop.prefix != first_loop.prefix
+
+
+def test_narrower_search_reuses_bootstrap(finished, tmp_path):
+    folder, _, first, _ = finished
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    search = renamed(toy_search(beamSize=3, explorationBeamSize=0), "toy-narrow")
+    loop, state, executor = run_toy(tmp_path, search=search)
+    bootstrap = len(state.steps[0].keys) + len(state.steps[1].keys)
+    assert set(state.steps[1].keys) == set(first.steps[1].keys)
+    assert not set(executor.trained) & (set(state.steps[0].keys) | set(state.steps[1].keys))
+    assert loop.counts.reused >= bootstrap
+    assert loop.counts.trained == len(executor.trained)
+
+
+def test_reuse_off_trains_apart(finished, tmp_path):
+    folder = finished[0]
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    shared_before = sorted(path.name for path in (tmp_path / "results").iterdir())
+    search = renamed(toy_search(reuseResults=False), "toy-fresh")
+    loop, state, executor = run_toy(tmp_path, search=search)
+    planned = {key for record in state.steps.values() for key in record.keys}
+    assert loop.counts.reused == 0
+    assert set(executor.trained) == planned
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == shared_before
+    own = tmp_path / loop.prefix / "results"
+    assert {path.stem for path in own.iterdir()} == planned
+    # Rerunning it continues from its own results.
+    again, _, rerun = run_toy(tmp_path, search=search)
+    assert rerun.trained == []
+    assert again.counts.reused == len(planned)

@@ -244,6 +244,21 @@ def test_run_id_ignores_trainers() -> None:
     assert with_section("trainers", retries=3).run_id == plain.run_id
 
 
+@pytest.mark.parametrize(
+    ("section", "values"),
+    [
+        ("storage", {"uri": "s3://popnas-runs/team", "endpointUrl": "http://127.0.0.1:9000", "pathStyle": True}),
+        ("training", {"keepModels": True}),
+        ("strategy", {"reuseResults": False}),
+    ],
+)
+def test_run_id_and_recipe_ignore_where_results_go(section: str, values: dict[str, Any]) -> None:
+    plain = parse_manifest(manifest())
+    changed = with_section(section, **values)
+    assert changed.run_id == plain.run_id
+    assert changed.spec.recipe_hash() == plain.spec.recipe_hash()
+
+
 def test_run_id_ignores_explicit_defaults() -> None:
     assert with_section("strategy", beamSize=128).run_id == parse_manifest(manifest()).run_id
 

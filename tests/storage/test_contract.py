@@ -127,9 +127,9 @@ _WRITER = textwrap.dedent(
         print("interrupt me", flush=True)
         time.sleep(120)
 
-    # Stall at the point of the write where a crash does the most harm, so the test can kill the
-    # process there: half-way through sending the body to S3, or with the temporary file written
-    # but not yet renamed over the document in a folder.
+    # Stall where a crash does the most harm, so the test can kill the process there. On S3 that is
+    # half-way through sending the body. In a folder it is after the temporary file is written and
+    # before it replaces the document.
     if uri.startswith("s3://"):
         send = socket.socket.sendall
         sent = [0]
@@ -151,7 +151,7 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_crash_during_write_keeps_previous_document(store: Store, store_uri: str, tmp_path: Path) -> None:
+def test_crash_mid_write_keeps_previous(store: Store, store_uri: str, tmp_path: Path) -> None:
     store.write_json("state.json", {"step": 1})
     writer = subprocess.Popen(
         [sys.executable, "-c", _WRITER, store_uri, str(20 * 1024 * 1024)],

@@ -29,9 +29,7 @@ def test_missing_bucket_named(s3_environment: dict[str, str]) -> None:
     assert s3_environment["AWS_ENDPOINT_URL"] in message
 
 
-def test_wrong_secret_names_bucket_key_and_credential_source(
-    s3_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_secret_message(s3_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     store = S3Store(f"s3://{BUCKET}/runs", S3Settings(retry_timeout=5))
     with pytest.raises(StorageError) as caught:
@@ -43,7 +41,7 @@ def test_wrong_secret_names_bucket_key_and_credential_source(
     assert "not-the-secret" not in message
 
 
-def test_credentials_from_shared_file_named(
+def test_shared_credentials_file_named(
     s3_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     credentials = tmp_path / "credentials"
@@ -91,7 +89,7 @@ def test_write_waits_for_a_restarted_server(s3_server: SeaweedServer, s3_uri: st
     assert store.get_result("k1") == make_result()
 
 
-def test_unreachable_storage_fails_after_retry_timeout(s3_environment: dict[str, str]) -> None:
+def test_unreachable_storage_times_out(s3_environment: dict[str, str]) -> None:
     # Port 9 (discard) on the loopback address: nothing listens there.
     store = S3Store(f"s3://{BUCKET}/runs", S3Settings(endpoint_url="http://127.0.0.1:9", retry_timeout=2))
     started = time.monotonic()
@@ -134,7 +132,7 @@ def test_client_errors_not_retried(s3_uri: str) -> None:
     assert time.monotonic() - started < 1
 
 
-def test_server_without_conditional_writes_gets_head_then_put(s3_uri: str) -> None:
+def test_no_conditional_writes_fallback(s3_uri: str) -> None:
     store = S3Store(s3_uri, S3Settings(retry_timeout=30))
     stubber = stubbed(store)
     stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
