@@ -97,7 +97,7 @@ def _dataset_problem(search: NASSearch) -> str | None:
 
 
 def _log_file(search: NASSearch) -> Path:
-    """The log goes next to local results; with S3 results it stays on this machine, in popnas-results/NAME."""
+    """Return the log file: next to local results, or popnas-results/NAME on this machine for S3 results."""
     uri = search.spec.storage.uri or ""
     folder = Path(uri) if "://" not in uri and uri else Path("popnas-results") / search.metadata.name
     return folder / "popnas.log"

@@ -3,7 +3,9 @@
 An object store applies each PUT whole, so a document or table is replaced atomically and readers
 never see a torn checkpoint. A result is written once: the PUT carries ``If-None-Match: *``. A
 server that rejects that header gets a HEAD check, then a plain PUT. There, two writers racing on
-one key can both write, but each writes a complete result of the same candidate. Large files go
+one key can both write, but each writes a complete result of the same candidate.
+NOTE: a server that ignores the header without an error is not detected; the search itself
+still never writes a result it found stored. Large files go
 up in multipart uploads. Throttling, server errors and network failures are retried with bounded
 exponential backoff for ``retry_timeout`` seconds, so a search waits out a storage outage.
 Credentials come from boto3's standard chain and are never logged.
@@ -153,7 +155,8 @@ class S3Store:
 
     # Connection, retries and error messages
 
-    def _client(self) -> Any:
+    def _client(self, key: str = "") -> Any:
+        """Return this process's client, made and checked against the bucket on first use (for ``key``)."""
         if self._client_instance is None:
             self._session = boto3.session.Session()
             config = Config(
@@ -166,7 +169,7 @@ class S3Store:
             client = self._session.client("s3", endpoint_url=self.settings.endpoint_url, config=config)
             self._client_instance = client
             try:
-                self._call("open bucket", "", lambda: client.head_bucket(Bucket=self.bucket))
+                self._call("open the bucket for", key, lambda: client.head_bucket(Bucket=self.bucket))
             except BaseException:
                 self._client_instance = None
                 raise
@@ -203,16 +206,16 @@ class S3Store:
                     problem = str(error)
                 else:
                     code, status = _error_info(cause)
-                    if code == "NoSuchBucket" or (action == "open bucket" and status == 404):
+                    if code == "NoSuchBucket" or (action == "open the bucket for" and status == 404):
                         raise StorageError(
-                            f"bucket {self.bucket!r} does not exist at {self._endpoint()} (while trying to "
-                            f"{action} {where}); create it, or fix spec.storage.uri or --store"
+                            f"bucket {self.bucket!r} does not exist at {self._endpoint()} (needed for {where}); "
+                            "create it, or fix spec.storage.uri or --store"
                         ) from error
                     if code in _DENIED_CODES or status in (401, 403):
                         raise StorageError(
                             f"access denied to {where} ({code or status}) while trying to {action}, using "
-                            f"{self._credential_source()}; grant this identity read and write access to the "
-                            f"bucket {self.bucket!r} or use other credentials"
+                            f"{self._credential_source()}; grant this identity s3:ListBucket, s3:GetObject and "
+                            f"s3:PutObject on the bucket {self.bucket!r}, or use other credentials"
                         ) from error
                     if not (status >= 500 or status == 429 or code in _RETRYABLE_CODES):
                         raise
@@ -239,14 +242,14 @@ class S3Store:
 
     def put_result(self, result: CandidateResult, folder: str = RESULTS) -> bool:
         key = self._key(f"{folder}/{result.key}.json")
-        if self._exists(key):
-            logger.debug("result %s already stored; keeping the stored one", result.key)
-            return False
         body = json.dumps(result.to_json(), indent=1, sort_keys=True).encode()
-        return self._call("write", key, lambda: self._put_once(key, body))
+        written = self._call("write", key, lambda: self._put_once(key, body))
+        if not written:
+            logger.debug("result %s already stored; keeping the stored one", result.key)
+        return written
 
     def _put_once(self, key: str, body: bytes) -> bool:
-        client = self._client()
+        client = self._client(key)
         if self._conditional_puts:
             try:
                 client.put_object(
@@ -265,11 +268,13 @@ class S3Store:
                     self._endpoint(),
                 )
                 self._conditional_puts = False
+        if self._exists(key):
+            return False
         client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
         return True
 
     def _exists(self, key: str) -> bool:
-        client = self._client()
+        client = self._client(key)
 
         def head() -> bool:
             try:
@@ -284,7 +289,7 @@ class S3Store:
 
     def _get_bytes(self, path: str) -> bytes | None:
         key = self._key(path)
-        client = self._client()
+        client = self._client(key)
 
         def get() -> bytes | None:
             try:
@@ -299,7 +304,7 @@ class S3Store:
 
     def _put_bytes(self, path: str, body: bytes, content_type: str) -> None:
         key = self._key(path)
-        client = self._client()
+        client = self._client(key)
         self._call(
             "write",
             key,
@@ -324,13 +329,13 @@ class S3Store:
 
     def put_file(self, path: str, source: Path) -> None:
         key = self._key(path)
-        client = self._client()
+        client = self._client(key)
         transfer = TransferConfig(multipart_threshold=MULTIPART_SIZE, multipart_chunksize=MULTIPART_SIZE)
         self._call("upload", key, lambda: client.upload_file(str(source), self.bucket, key, Config=transfer))
 
     def get_file(self, path: str, target: Path) -> bool:
         key = self._key(path)
-        client = self._client()
+        client = self._client(key)
         target.parent.mkdir(parents=True, exist_ok=True)
 
         def download() -> bool:
@@ -352,7 +357,7 @@ class S3Store:
     def head(self, path: str) -> dict[str, Any] | None:
         """Return the object's ETag and size, or None when there is none."""
         key = self._key(path)
-        client = self._client()
+        client = self._client(key)
 
         def head() -> dict[str, Any] | None:
             try:

@@ -133,3 +133,41 @@ def test_train_cell_rejects_too_many_blocks(capsys):
     code = main(["train-cell", "-f", str(ROOT / "examples" / "gunpoint.yaml"), "--cell", f"[{blocks}]"])
     assert code == 2
     assert "max_blocks=3" in capsys.readouterr().err
+
+
+def small_manifest(tmp_path: Path, **storage: object) -> Path:
+    raw = yaml.safe_load((ROOT / "examples" / "gunpoint.yaml").read_text())
+    if storage:
+        raw["spec"]["storage"] = storage
+    return write(tmp_path, raw)
+
+
+@pytest.mark.s3
+def test_missing_bucket_stops_search(tmp_path, capsys, s3_environment, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "-f", str(small_manifest(tmp_path)), "--store", "s3://popnas-absent/runs"])
+    error = capsys.readouterr().err
+    assert code == 3
+    assert "bucket 'popnas-absent' does not exist" in error
+    assert "Traceback" not in error
+
+
+@pytest.mark.s3
+def test_missing_s3_dataset_rejected(tmp_path, capsys, s3_uri, cache_folder):
+    raw = yaml.safe_load((ROOT / "examples" / "gunpoint.yaml").read_text())
+    raw["spec"]["dataset"]["uri"] = f"{s3_uri}/data/absent.npz"
+    code = main(["validate", "-f", str(write(tmp_path, raw))])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert f"spec.dataset.uri '{s3_uri}/data/absent.npz' cannot be loaded" in error
+    assert "does not exist" in error
+
+
+def test_invalid_spec_storage_rejected(tmp_path, capsys, monkeypatch):
+    # The manifest is checked whole, even when --store overrides its storage.uri.
+    monkeypatch.chdir(tmp_path)
+    manifest = small_manifest(tmp_path, uri="s3://popnas-bad_name/runs")
+    code = main(["search", "-f", str(manifest), "--store", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "spec.storage.uri: is not a valid S3 URI" in error

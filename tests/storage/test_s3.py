@@ -26,6 +26,7 @@ def test_missing_bucket_named(s3_environment: dict[str, str]) -> None:
         store.read_json("state.json")
     message = str(caught.value)
     assert "bucket 'popnas-absent' does not exist" in message
+    assert "needed for s3://popnas-absent/runs/state.json" in message
     assert s3_environment["AWS_ENDPOINT_URL"] in message
 
 
@@ -35,7 +36,7 @@ def test_wrong_secret_message(s3_environment: dict[str, str], monkeypatch: pytes
     with pytest.raises(StorageError) as caught:
         store.write_json("state.json", {})
     message = str(caught.value)
-    assert "access denied" in message
+    assert f"access denied to s3://{BUCKET}/runs" in message
     assert f"bucket '{BUCKET}'" in message
     assert "the environment variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
     assert "not-the-secret" not in message
@@ -135,9 +136,10 @@ def test_client_errors_not_retried(s3_uri: str) -> None:
 def test_no_conditional_writes_fallback(s3_uri: str) -> None:
     store = S3Store(s3_uri, S3Settings(retry_timeout=30))
     stubber = stubbed(store)
-    stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
     stubber.add_client_error("put_object", service_error_code="NotImplemented", http_status_code=501)
+    stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
     stubber.add_response("put_object", {"ETag": '"1"'})
+    # From now on: HEAD first, and no PUT when the result exists.
     stubber.add_response("head_object", {"ETag": '"1"', "ContentLength": 10})
     with stubber:
         assert store.put_result(make_result())
