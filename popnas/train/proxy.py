@@ -13,6 +13,7 @@ import logging
 import math
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import tensorflow as tf
 from popnas.results import CandidateResult, ResultStatus, candidate_key
 from popnas.space import Cell
 from popnas.spec.model import NASSearch, Task
-from popnas.storage import S3Settings, StorageError, open_store, store_uri
+from popnas.storage import S3Settings, StorageError, Store, open_store, store_uri
 from popnas.train.builder import build_model
 from popnas.train.datasets import Dataset, load_dataset, resolve_batch_size, split_validation
 from popnas.train.runtime import device_class
@@ -270,12 +271,18 @@ def _train(search: NASSearch, cell: Cell, dataset: Dataset, *, key: str, device:
     )
 
 
+@cache
+def _open_store(uri: str, settings: S3Settings) -> Store:
+    """Open a store once per trainer process: an S3 client costs tens of milliseconds to make."""
+    return open_store(uri, settings)
+
+
 def _keep_model(search: NASSearch, model: keras.Model, key: str) -> str | None:
     """Store the trained model as models/<key>/model.keras; return where, or None when storing failed.
 
     A model that cannot be stored is logged and skipped: the measured result is still valid.
     """
-    store = open_store(store_uri(search), S3Settings.from_spec(search.spec.storage))
+    store = _open_store(store_uri(search), S3Settings.from_spec(search.spec.storage))
     path = f"models/{key}/model.keras"
     with tempfile.TemporaryDirectory(prefix="popnas-model-") as folder:
         local = Path(folder) / "model.keras"
