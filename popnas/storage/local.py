@@ -87,25 +87,22 @@ class LocalStore:
             temporary.unlink(missing_ok=True)
 
     def put_file(self, path: str, source: Path) -> None:
-        target = self._path(path)
-        temporary = self._temporary(target)
-        try:
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+        self._copy(source, self._path(path))
 
     def get_file(self, path: str, target: Path) -> bool:
         source = self._path(path)
         if not source.is_file():
             return False
+        self._copy(source, target)
+        return True
+
+    def _copy(self, source: Path, target: Path) -> None:
         temporary = self._temporary(target)
         try:
             shutil.copyfile(source, temporary)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
-        return True
 
     def read_frame(self, path: str) -> pd.DataFrame | None:
         target = self._path(path)
