@@ -1,4 +1,5 @@
-"""Fixtures shared by the test packages: the S3-compatible server for tests marked ``s3``."""
+"""Fixtures shared by the test packages: the S3-compatible server for tests marked ``s3``, and
+(from tests.cluster.fixtures) the real Kubernetes control plane for tests marked ``cluster``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.s3server import BUCKET, SeaweedServer, weed_binary
+
+pytest_plugins = ["tests.cluster.fixtures"]
 
 
 @pytest.fixture(scope="session")
