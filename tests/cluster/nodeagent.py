@@ -55,6 +55,10 @@ LOOP_INTERVAL_SECONDS = 0.2
 # The client sends a patch body as a JSON patch unless the call sets another content type.
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+# Delay before the first restart of an exited container, doubled per restart up to the maximum. The
+# kubelet uses 10 s and 300 s; shorter delays keep the tests fast.
+RESTART_BACKOFF_SECONDS = 1.0
+MAX_RESTART_BACKOFF_SECONDS = 30.0
 
 
 # --- pools and nodes --------------------------------------------------------------------------------
@@ -265,6 +269,9 @@ class RunningContainer:
     finished_at: str = ""
     reason: str = ""
     oom_killed: bool = False
+    # Monotonic time of the pending restart, while the container waits in CrashLoopBackOff.
+    restart_at: float | None = None
+    last_terminated: dict[str, Any] | None = None
 
     def start(self) -> None:
         """Start the process in a session of its own, so a stop reaches the processes it started too."""
@@ -279,7 +286,10 @@ class RunningContainer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if self.exit_code is not None:
+            self.last_terminated = self._terminated_state()
         self.started_at = _now()
+        self.restart_at = None
         self.exit_code = None
         self.finished_at = ""
         self.reason = ""
@@ -328,34 +338,33 @@ class RunningContainer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
 
-    def enforce_memory_limit(self) -> None:
-        """Kill the process group with SIGKILL when its resident memory exceeds the container's limit."""
+    def enforce_memory_limit(self) -> bool:
+        """Kill the process group with SIGKILL when its resident memory exceeds the container's limit.
+
+        Returns whether it killed the process group now.
+        """
         if self.memory_limit_bytes is None or self.oom_killed:
-            return
-        if self.resident_bytes() > self.memory_limit_bytes:
-            logger.info(
-                "container %s exceeded its memory limit of %d bytes; killing it", self.name, self.memory_limit_bytes
-            )
-            self.oom_killed = True
-            self.signal_group(signal.SIGKILL)
+            return False
+        if self.resident_bytes() <= self.memory_limit_bytes:
+            return False
+        self.oom_killed = True
+        self.signal_group(signal.SIGKILL)
+        return True
 
     def status(self, image: str, *, running_pod: bool) -> dict[str, Any]:
         """Return this container's entry for status.containerStatuses."""
+        last_terminated = self.last_terminated
         if self.process is not None and self.exit_code is None:
             state: dict[str, Any] = {"running": {"startedAt": self.started_at}}
+        elif self.exit_code is not None and self.restart_at is not None:
+            state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"exited with code {self.exit_code}"}}
+            last_terminated = self._terminated_state()
         elif self.exit_code is not None:
-            state = {
-                "terminated": {
-                    "exitCode": self.exit_code,
-                    "reason": self.reason,
-                    "startedAt": self.started_at,
-                    "finishedAt": self.finished_at,
-                }
-            }
+            state = {"terminated": self._terminated_state()}
         else:
             state = {"waiting": {"reason": "ContainerCreating"}}
         running = "running" in state
-        return {
+        status = {
             "name": self.name,
             "image": image,
             "imageID": "",
@@ -364,6 +373,17 @@ class RunningContainer:
             "started": running,
             "restartCount": self.restart_count,
             "state": state,
+        }
+        if last_terminated is not None:
+            status["lastState"] = {"terminated": last_terminated}
+        return status
+
+    def _terminated_state(self) -> dict[str, Any]:
+        return {
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
         }
 
 
@@ -579,10 +599,12 @@ class NodeAgent:
                     "metadata": {"name": pod.metadata.name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": name},
                 }
-                # The response body is not needed, so the client skips decoding it.
-                self.api.create_namespaced_pod_binding(
+                # The server returns a Status, which the client (37.0.1) fails to decode as a Binding,
+                # so the raw response is read and dropped instead.
+                response = self.api.create_namespaced_pod_binding(
                     pod.metadata.name, pod.metadata.namespace, body, _preload_content=False
                 )
+                response.read()
                 for resource, amount in container_requests(pod).items():
                     used[name][resource] = used[name].get(resource, Decimal(0)) + amount
                 used[name]["pods"] = used[name].get("pods", Decimal(0)) + 1
@@ -724,8 +746,14 @@ class NodeAgent:
 
     def _advance(self, run: PodRun, pod: ApiObject) -> None:
         for container in run.containers:
-            if container.exit_code is None:
-                container.enforce_memory_limit()
+            if container.exit_code is None and container.enforce_memory_limit():
+                logger.info(
+                    "killed container %s of pod %s/%s: resident memory above its limit of %d bytes",
+                    container.name,
+                    run.namespace,
+                    run.name,
+                    container.memory_limit_bytes,
+                )
             container.poll()
 
         deleting = pod.metadata.deletion_timestamp is not None
@@ -750,17 +778,24 @@ class NodeAgent:
             if container.exit_code is None or container.process is None:
                 continue
             restart = run.restart_policy == "Always" or (run.restart_policy == "OnFailure" and container.exit_code != 0)
-            if restart:
-                container.restart_count += 1
-                logger.info(
-                    "restarting container %s of pod %s/%s (exit code %d, restart %d)",
-                    container.name,
-                    run.namespace,
-                    run.name,
-                    container.exit_code,
-                    container.restart_count,
-                )
-                container.start()
+            if not restart:
+                continue
+            if container.restart_at is None:
+                delay = min(RESTART_BACKOFF_SECONDS * 2**container.restart_count, MAX_RESTART_BACKOFF_SECONDS)
+                container.restart_at = time.monotonic() + delay
+                continue
+            if time.monotonic() < container.restart_at:
+                continue
+            container.restart_count += 1
+            logger.info(
+                "restarting container %s of pod %s/%s (exit code %d, restart %d)",
+                container.name,
+                run.namespace,
+                run.name,
+                container.exit_code,
+                container.restart_count,
+            )
+            container.start()
 
     def _report(self, run: PodRun, *, force: bool) -> None:
         """Write the pod's status when it changed since the last write (or always when `force`)."""

@@ -334,3 +334,59 @@ def test_node_removal_fails_its_pods(
     core.patch_namespaced_pod(
         "stranded", namespace, {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json"
     )
+
+
+def test_deployment_pod_becomes_available(
+    node_agent: NodeAgentClient, api_client: client.ApiClient, core: Any, namespace: str
+) -> None:
+    apps: Any = client.AppsV1Api(api_client)
+    labels = {"app": "server"}
+    deployment = {
+        "metadata": {"name": "server"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [
+                        {"name": "main", "image": "unused", "command": python_command("import time; time.sleep(600)")}
+                    ],
+                },
+            },
+        },
+    }
+    apps.create_namespaced_deployment(namespace, deployment)
+
+    wait_for(
+        lambda: apps.read_namespaced_deployment("server", namespace).status.available_replicas == 1,
+        timeout=30,
+        what="Deployment server to have one available replica",
+    )
+    (pod,) = core.list_namespaced_pod(namespace, label_selector="app=server").items
+    assert pod.status.phase == "Running"
+    conditions = {condition.type: condition.status for condition in pod.status.conditions}
+    assert conditions["Ready"] == "True"
+    assert pod.status.container_statuses[0].state.running is not None
+
+
+def test_restart_policy_always_restarts_container(node_agent: NodeAgentClient, core: Any, namespace: str) -> None:
+    pod = {
+        "metadata": {"name": "flaky"},
+        "spec": {
+            "restartPolicy": "Always",
+            "containers": [{"name": "main", "image": "unused", "command": python_command("print('run')")}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def restart_count() -> int:
+        statuses = core.read_namespaced_pod("flaky", namespace).status.container_statuses or []
+        return int(statuses[0].restart_count) if statuses else 0
+
+    wait_for(lambda: restart_count() >= 2, timeout=30, what="container of pod flaky to restart twice")
+    flaky = core.read_namespaced_pod("flaky", namespace)
+    assert flaky.status.phase == "Running"
+    assert flaky.status.container_statuses[0].last_state.terminated.exit_code == 0
+    assert node_agent.pod_log(namespace, "flaky", "main").startswith("run\nrun\n")
