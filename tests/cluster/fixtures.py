@@ -41,6 +41,7 @@ NODE_AGENT_SCRIPT = Path(__file__).with_name("nodeagent.py")
 _unavailable_key = pytest.StashKey[tuple[int, str]]()
 _control_plane_key = pytest.StashKey[ControlPlane]()
 _kept_logs_key = pytest.StashKey[Path]()
+_startup_seconds_key = pytest.StashKey[float]()
 
 
 def _running_in_ci() -> bool:
@@ -84,6 +85,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(
             f"CLUSTER TESTS {outcome}: {count} {tests} marked cluster did not run: {reason}", red=True, bold=True
         )
+    startup_seconds = config.stash.get(_startup_seconds_key, None)
+    if startup_seconds is not None:
+        terminalreporter.write_line(f"cluster tests: control plane started in {startup_seconds:.1f} s")
     kept = config.stash.get(_kept_logs_key, None)
     if kept is not None:
         terminalreporter.write_line(f"cluster logs of the failed run kept in {kept / 'logs'}", yellow=True)
@@ -118,7 +122,7 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     work_dir = Path(tempfile.mkdtemp(prefix="popnas-cluster-"))
     plane = start_control_plane(work_dir, binaries=binary_dir())
     request.config.stash[_control_plane_key] = plane
-    print(f"\ncontrol plane ready in {plane.startup_seconds:.2f} s at {plane.server}", file=sys.stderr)
+    request.config.stash[_startup_seconds_key] = plane.startup_seconds
     try:
         yield plane
     finally:

@@ -872,7 +872,11 @@ def _decode(value: str) -> str:
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
-    """Expand $(NAME) references to earlier variables, as the kubelet does; $$ escapes a dollar."""
+    """Expand $(NAME) references to variables already in `env`, as the kubelet does for earlier entries.
+
+    `env` also contains the agent's own environment, which a kubelet would not offer. $$ escapes a
+    dollar, and a reference to an unknown name stays as written.
+    """
     result = []
     index = 0
     while index < len(value):
@@ -947,15 +951,19 @@ def main() -> None:
         "--port-file", required=True, type=Path, help="file to write the control port (on 127.0.0.1) into once ready"
     )
     arguments = parser.parse_args()
+    initial_pools: list[str] = []
+    for entry in filter(None, arguments.nodes.split(",")):
+        pool_name, _, count = entry.partition("=")
+        if pool_name not in POOLS or not (count or "1").isdigit():
+            parser.error(f"invalid --nodes entry {entry!r}; expected POOL=COUNT with POOL one of {', '.join(POOLS)}")
+        initial_pools += [pool_name] * int(count or "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     api = client.CoreV1Api(config.new_client_from_config(str(arguments.kubeconfig)))
     # Containers see the agent's own environment (PATH, HOME, the Python in use) under the pod's variables.
     agent = NodeAgent(api, arguments.work_dir, base_env=dict(os.environ))
-    for entry in filter(None, arguments.nodes.split(",")):
-        pool_name, _, count = entry.partition("=")
-        for _ in range(int(count or "1")):
-            agent.add_node(pool_name)
+    for pool_name in initial_pools:
+        agent.add_node(pool_name)
 
     ControlHandler.agent = agent
     server = ThreadingHTTPServer(("127.0.0.1", 0), ControlHandler)

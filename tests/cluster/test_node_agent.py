@@ -255,9 +255,17 @@ def test_tpu_pod_lands_on_tpu_node(
 
 
 def test_memory_limit_kills_with_oomkilled(node_agent: NodeAgentClient, core: Any, batch: Any, namespace: str) -> None:
-    # Writes 400 MiB in 10 MiB blocks (so the pages are resident), well past the 100 MiB limit.
-    source = (
-        "import time\nblocks = []\nfor _ in range(40):\n    blocks.append(b'x' * (10 << 20))\n    time.sleep(0.05)\n"
+    # Writes 400 MiB in 10 MiB blocks (so the pages are resident), well past the 100 MiB limit, then
+    # holds it, so only the kill can end the process before the test times out.
+    source = "\n".join(
+        [
+            "import time",
+            "blocks = []",
+            "for _ in range(40):",
+            "    blocks.append(b'x' * (10 << 20))",
+            "    time.sleep(0.05)",
+            "time.sleep(60)",
+        ]
     )
     manifest = job_manifest("greedy", python_command(source), resources={"limits": {"memory": "100Mi"}})
     batch.create_namespaced_job(namespace, manifest)
