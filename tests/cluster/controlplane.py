@@ -347,13 +347,28 @@ def _http_get_ok(url: str) -> bool:
         return False
 
 
-def start_control_plane(work_dir: Path, *, binaries: Path, startup_timeout: float = 60.0) -> ControlPlane:
+def start_control_plane(
+    work_dir: Path, *, binaries: Path, startup_timeout: float = 60.0, attempts: int = 3
+) -> ControlPlane:
     """Start etcd, kube-apiserver and kube-controller-manager with their files in `work_dir`.
 
     Returns once the API server answers /readyz and the service-account controller has created
     the "default" ServiceAccount (pods need it to be admitted). On error, stops what it started and
-    raises ControlPlaneError with the tail of the failing process's log.
+    raises ControlPlaneError with the tail of the failing process's log. A port taken by another
+    process between `free_port` and the bind is retried with new ports, up to `attempts` starts.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_once(work_dir, binaries=binaries, startup_timeout=startup_timeout)
+        except ControlPlaneError as error:
+            if "address already in use" not in str(error) or attempt == attempts:
+                raise
+        for folder in ("pki", "logs", "etcd-data"):
+            shutil.rmtree(work_dir / folder, ignore_errors=True)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _start_once(work_dir: Path, *, binaries: Path, startup_timeout: float) -> ControlPlane:
     started = time.monotonic()
     pki = work_dir / "pki"
     logs = work_dir / "logs"

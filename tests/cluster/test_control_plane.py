@@ -41,6 +41,12 @@ WIDGET_CRD = {
                                     "size": {"type": "integer", "minimum": 1, "maximum": 10},
                                     "color": {"type": "string", "enum": ["red", "blue"]},
                                 },
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "!has(self.color) || self.color != 'red' || self.size <= 5",
+                                        "message": "red widgets have a size of at most 5",
+                                    }
+                                ],
                             },
                             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                         },
@@ -81,6 +87,7 @@ def test_crd_and_valid_object_apply(widget_crd: str, kubectl: Kubectl, namespace
         ({"size": "three"}, 'Invalid value: "string"'),
         ({"color": "red"}, "Required value"),
         ({"size": 2, "color": "green"}, "Unsupported value"),
+        ({"size": 8, "color": "red"}, "red widgets have a size of at most 5"),
     ],
 )
 def test_object_breaking_schema_rejected(
