@@ -30,6 +30,7 @@ from kubernetes import client, config
 from tests.cluster.controlplane import (
     BUILD_SCRIPT,
     ControlPlane,
+    ControlPlaneError,
     binary_dir,
     find_kubectl,
     missing_binaries,
@@ -90,7 +91,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"cluster tests: control plane started in {startup_seconds:.1f} s")
     kept = config.stash.get(_kept_logs_key, None)
     if kept is not None:
-        terminalreporter.write_line(f"cluster logs of the failed run kept in {kept / 'logs'}", yellow=True)
+        terminalreporter.write_line(f"cluster logs of the failed run kept in {kept}", yellow=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -112,15 +113,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, for the whole session.
 
-    The working folder (certificates, logs, etcd data) is removed at the end, except the logs and
-    certificates when a test failed: the summary then names the folder.
+    The working folder (certificates, process and pod logs, etcd data) is removed at the end. When
+    the start or any test failed, only the etcd data goes, and the run summary names the folder.
     """
     unavailable = request.config.stash.get(_unavailable_key, None)
     if unavailable is not None:
         pytest.fail(f"control plane unavailable with CI set: {unavailable[1]}", pytrace=False)
 
     work_dir = Path(tempfile.mkdtemp(prefix="popnas-cluster-"))
-    plane = start_control_plane(work_dir, binaries=binary_dir())
+    try:
+        plane = start_control_plane(work_dir, binaries=binary_dir())
+    except ControlPlaneError:
+        shutil.rmtree(work_dir / "etcd-data", ignore_errors=True)
+        request.config.stash[_kept_logs_key] = work_dir
+        raise
     request.config.stash[_control_plane_key] = plane
     request.config.stash[_startup_seconds_key] = plane.startup_seconds
     try:
