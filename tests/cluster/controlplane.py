@@ -352,7 +352,7 @@ def start_control_plane(
 ) -> ControlPlane:
     """Start etcd, kube-apiserver and kube-controller-manager with their files in `work_dir`.
 
-    Returns once the API server answers /readyz and the service-account controller has created
+    Returns once the API server reports ready on /readyz and the service-account controller has created
     the "default" ServiceAccount (pods need it to be admitted). On error, stops what it started and
     raises ControlPlaneError with the tail of the failing process's log. A port taken by another
     process between `free_port` and the bind is retried with new ports, up to `attempts` starts.

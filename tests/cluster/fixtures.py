@@ -1,7 +1,7 @@
 """pytest fixtures and hooks for tests marked `cluster`, which need the real control plane.
 
 Loaded for the whole suite from tests/conftest.py. Where the binaries or kubectl are missing, the
-cluster tests are skipped, and one summary line at the end of the run says why. With CI set to
+cluster tests are skipped, and one summary line at the end of the run gives the reason. With CI set to
 true they fail instead. Fixtures: `control_plane`, `kubeconfig`, `kubectl`, `api_client`, `node_agent`
 (session scope) and `namespace` (a fresh namespace per test).
 """
