@@ -71,12 +71,13 @@ def test_search_end_to_end(tmp_path, manifest):
     summary = json.loads((out / "summary.json").read_text())
     steps = {step["step"]: step for step in summary["steps"]}
     assert sorted(steps) == [0, 1, 2]
-    assert steps[1]["trained"] == ONE_BLOCK_CELLS
-    assert 1 <= steps[2]["trained"] <= 4
-    assert steps[2]["evaluated"] > steps[2]["trained"]
+    assert steps[1]["planned"] == ONE_BLOCK_CELLS
+    assert 1 <= steps[2]["planned"] <= 4
+    assert steps[2]["evaluated"] > steps[2]["planned"]
+    assert all(step["trained"] == step["planned"] for step in steps.values())
     assert summary["failed"] == 0
     assert summary["reused"] == 0
-    assert summary["trained"] == 1 + ONE_BLOCK_CELLS + steps[2]["trained"]
+    assert summary["trained"] == 1 + ONE_BLOCK_CELLS + steps[2]["planned"]
     assert 0 < summary["best"]["accuracy"] <= 1
     assert summary["best"]["trainingTime"] > 0
     assert steps[2]["accuracyPredictor"] is not None
@@ -114,7 +115,7 @@ def test_search_resumes_after_interrupt(tmp_path, manifest, stop):
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reused"] == len(finished_before)
-    planned = sum(step["trained"] for step in summary["steps"])
+    planned = sum(step["planned"] for step in summary["steps"])
     assert summary["trained"] == planned - len(finished_before)
     for name, modified in finished_before.items():
         assert (results / name).stat().st_mtime_ns == modified

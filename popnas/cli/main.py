@@ -18,6 +18,8 @@ logger = logging.getLogger("popnas")
 
 EXIT_INVALID = 2
 EXIT_STORAGE = 3
+
+LOG_FILE_ONLY = {"log_file_only": True}
 EXIT_INTERRUPTED = 130
 
 
@@ -62,20 +64,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_handlers: list[logging.Handler] = []
+"""Handlers this module added to the root logger, replaced when ``main`` runs again in one process."""
+
+
 def _configure_logging(verbose: bool, log_file: Path | None = None) -> None:
     root = logging.getLogger()
+    for handler in _handlers:
+        root.removeHandler(handler)
+        handler.close()
+    _handlers.clear()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # Records that repeat a message the command prints itself go to the log file only.
+    console.addFilter(lambda record: not getattr(record, "log_file_only", False))
     root.addHandler(console)
+    _handlers.append(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-    for noisy in ("tensorflow", "absl", "h5py", "matplotlib"):
+        _handlers.append(handler)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -124,13 +138,13 @@ def _search(args: argparse.Namespace, search: NASSearch) -> int:
     # SIGTERM (kill, a container stop) takes the same path as Ctrl-C: trainers are stopped and
     # every finished result is already stored.
     signal.signal(signal.SIGTERM, _interrupt)
-    print(
-        f"popnas: search '{search.metadata.name}' (run {search.run_id}), results in {store}, log in {log_file}",
-        file=sys.stderr,
-    )
+    started = f"search '{search.metadata.name}' (run {search.run_id}), results in {store}"
+    logger.info("%s, manifest %s", started, args.file)
+    print(f"popnas: {started}, log in {log_file}", file=sys.stderr)
     try:
         outcome = run_search(search, workers=args.workers, listener=printer)
     except KeyboardInterrupt:
+        logger.info("search interrupted; finished candidates are stored in %s", store)
         print(
             f"\npopnas: interrupted; finished candidates are stored in {store}. "
             "Run the same command again to continue.",
@@ -138,9 +152,18 @@ def _search(args: argparse.Namespace, search: NASSearch) -> int:
         )
         return EXIT_INTERRUPTED
     except StorageError as error:
+        logger.error("search stopped: %s", error, extra=LOG_FILE_ONLY)
         print(f"\npopnas: {error}", file=sys.stderr)
         return EXIT_STORAGE
-    print_summary(outcome.summary(), outcome.store.location("summary.json"))
+    summary = outcome.summary()
+    logger.info(
+        "search finished: trained %d, reused %d, failed %d, in %.0f s",
+        summary["trained"],
+        summary["reused"],
+        summary["failed"],
+        summary["wallTime"],
+    )
+    print_summary(summary, outcome.store.location(f"{outcome.prefix}/summary.json"))
     return 0
 
 
@@ -169,12 +192,20 @@ def _train_cell(args: argparse.Namespace, search: NASSearch) -> int:
         search = with_store(search, args.store)
     result = train_candidate(search, cell)
     if args.store is not None and result.status is not ResultStatus.FAILED:
+        store = open_store(args.store, S3Settings.from_spec(search.spec.storage))
         try:
-            open_store(args.store, S3Settings.from_spec(search.spec.storage)).put_result(result)
+            written = store.put_result(result)
         except StorageError as error:
             print(json.dumps(result.to_json(), indent=2))
             print(f"popnas: {error}", file=sys.stderr)
             return EXIT_STORAGE
+        if not written:
+            stored = store.location(f"results/{result.key}.json")
+            print(
+                f"popnas: a result for this candidate is already stored at {stored}; "
+                "it was kept, and the result below was not stored",
+                file=sys.stderr,
+            )
     print(json.dumps(result.to_json(), indent=2))
     return 0 if result.succeeded else 1
 

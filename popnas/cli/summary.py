@@ -17,12 +17,15 @@ def print_summary(summary: dict[str, Any], location: str, stream: TextIO | None 
     out.write(f"\nSearch '{summary['search']}' {status} in {timedelta(seconds=int(summary['wallTime']))}\n")
     out.write(f"  candidates trained {summary['trained']}, reused {summary['reused']}, failed {summary['failed']}\n")
 
-    out.write("\n  step  evaluated  trained  explored  best acc  acc Spearman  time Spearman  time MAPE %\n")
+    out.write(
+        "\n  step  evaluated  planned  explored  trained  reused  best acc  acc Spearman  time Spearman  time MAPE %\n"
+    )
     for step in summary["steps"]:
         accuracy = step["accuracyPredictor"] or {}
         timing = step["timePredictor"] or {}
         out.write(
-            f"  {step['step']:>4}  {step['evaluated']:>9}  {step['trained']:>7}  {step['exploration']:>8}  "
+            f"  {step['step']:>4}  {step['evaluated']:>9}  {step['planned']:>7}  {step['exploration']:>8}  "
+            f"{step['trained']:>7}  {step['reused']:>6}  "
             f"{_number(step['bestAccuracy']):>8}  {_number(accuracy.get('spearman'), '{:.2f}'):>12}  "
             f"{_number(timing.get('spearman'), '{:.2f}'):>13}  {_number(timing.get('mape'), '{:.1f}'):>11}\n"
         )

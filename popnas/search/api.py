@@ -20,7 +20,7 @@ from popnas.results import CandidateResult
 from popnas.search.executor import Executor
 from popnas.search.listener import SearchListener
 from popnas.search.local import LocalExecutor
-from popnas.search.loop import SearchCounts, SearchLoop
+from popnas.search.loop import Counts, SearchCounts, SearchLoop
 from popnas.search.state import SearchState
 from popnas.space import Cell
 from popnas.spec import NASSearch, check_search, load_manifest
@@ -119,11 +119,15 @@ class SearchOutcome:
         for step in sorted(self.state.steps):
             record = self.state.steps[step]
             step_results = [self.results[key] for key in record.keys if key in self.results]
+            counts = self.counts.steps.get(step, Counts())
             steps.append(
                 {
                     "step": step,
                     "evaluated": record.evaluated or len(record.planned),
-                    "trained": len(record.planned),
+                    "planned": len(record.planned),
+                    "trained": counts.trained,
+                    "reused": counts.reused,
+                    "failed": counts.failed,
                     "exploration": record.exploration,
                     "succeeded": sum(result.succeeded for result in step_results),
                     "bestAccuracy": max((r.accuracy or 0.0 for r in step_results if r.succeeded), default=None),

@@ -40,12 +40,26 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SearchCounts:
-    """Counts of this invocation: candidates trained, taken from stored results, and failed."""
+class Counts:
+    """Candidates trained, taken from stored results, and failed."""
 
     trained: int = 0
     reused: int = 0
     failed: int = 0
+
+
+@dataclass
+class SearchCounts(Counts):
+    """Counts of this invocation, in total and per step."""
+
+    steps: dict[int, Counts] = field(default_factory=dict)
+
+    def add(self, step: int, *, trained: int = 0, reused: int = 0, failed: int = 0) -> None:
+        counts = self.steps.setdefault(step, Counts())
+        for target in (self, counts):
+            target.trained += trained
+            target.reused += reused
+            target.failed += failed
 
 
 @dataclass
@@ -310,7 +324,7 @@ class SearchLoop:
                 reused += 1
             else:
                 to_train.append(Candidate(key=key, cell=Cell.parse(text)))
-        self.counts.reused += reused
+        self.counts.add(record.step, reused=reused)
         if self.listener is not None:
             self.listener.step_started(
                 record.step, max_step=self.max_step, planned=len(record.planned), reused=reused, to_train=len(to_train)
@@ -318,7 +332,7 @@ class SearchLoop:
         if to_train:
             self.executor.submit(to_train)
             for result in self.executor.as_completed():
-                self._record(result)
+                self._record(record.step, result)
                 if self.listener is not None:
                     self.listener.candidate_finished(record.step, result)
         record.completed = True
@@ -326,15 +340,25 @@ class SearchLoop:
         if self.listener is not None:
             self.listener.step_finished(record.step, record, [self.results[key] for key in record.keys])
 
-    def _record(self, result: CandidateResult) -> None:
+    def _record(self, step: int, result: CandidateResult) -> None:
         self.results[result.key] = result
         if result.status is ResultStatus.FAILED:
             # Failures may be transient (a killed process, memory pressure), so they are kept apart
             # from the immutable results and a rerun trains the candidate again.
-            self.counts.failed += 1
+            logger.warning("step %d: candidate %s %s failed: %s", step, result.key, result.cell, result.reason)
+            self.counts.add(step, failed=1)
             self.store.write_json(f"failures/{result.key}.json", result.to_json())
             return
-        self.counts.trained += 1
+        logger.info(
+            "step %d: candidate %s %s %s: accuracy %s, training time %s s",
+            step,
+            result.key,
+            result.cell,
+            result.status.value,
+            result.accuracy,
+            result.training_time,
+        )
+        self.counts.add(step, trained=1)
         self.store.put_result(result, self.results_folder)
 
     def _score_predictions(self, record: StepRecord) -> None:

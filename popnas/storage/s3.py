@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -51,6 +52,8 @@ T = TypeVar("T")
 FIRST_DELAY: Final = 0.5
 """Seconds before the first retry. Each later retry waits twice as long, up to MAX_DELAY."""
 MAX_DELAY: Final = 8.0
+RETRY_LOG_INTERVAL: Final = 60.0
+"""Seconds between the warnings of one request that keeps failing."""
 
 MULTIPART_SIZE: Final = 16 * 1024 * 1024
 """Files at least this large are uploaded in parts of this size."""
@@ -79,6 +82,18 @@ _DENIED_CODES = frozenset(
         "AllAccessDisabled",
     }
 )
+
+_DENIED_ADVICE = {
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id; fix the credentials",
+    "InvalidAccessKeyId": "the server does not know this access key id; fix the credentials",
+    "ExpiredToken": "the session token has expired; refresh the credentials",
+    "InvalidToken": "the session token is invalid; refresh the credentials",
+    "TokenRefreshRequired": "the session token has expired; refresh the credentials",
+    "AccessDenied": (
+        "check the credentials, and that this identity has s3:ListBucket on the bucket and "
+        "s3:GetObject and s3:PutObject on the prefix"
+    ),
+}
 
 _CREDENTIAL_SOURCES = {
     "env": "the environment variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
@@ -168,8 +183,13 @@ class S3Store:
             )
             client = self._session.client("s3", endpoint_url=self.settings.endpoint_url, config=config)
             self._client_instance = client
+
+            # A listing (unlike HEAD) answers with an error body, so a failure names its S3 code.
+            def check() -> Any:
+                return client.list_objects_v2(Bucket=self.bucket, Prefix=self.root.key, MaxKeys=1)
+
             try:
-                self._call("open the bucket for", key, lambda: client.head_bucket(Bucket=self.bucket))
+                self._call("reach", key, check)
             except BaseException:
                 self._client_instance = None
                 raise
@@ -191,6 +211,7 @@ class S3Store:
         """Run one request, retrying what may pass later; raise StorageError for what never will."""
         deadline = time.monotonic() + self.settings.retry_timeout
         attempt = 0
+        logged = -math.inf
         where = f"s3://{self.bucket}/{key}"
         while True:
             try:
@@ -206,16 +227,15 @@ class S3Store:
                     problem = str(error)
                 else:
                     code, status = _error_info(cause)
-                    if code == "NoSuchBucket" or (action == "open the bucket for" and status == 404):
+                    if code == "NoSuchBucket" or (action == "reach" and status == 404):
                         raise StorageError(
                             f"bucket {self.bucket!r} does not exist at {self._endpoint()} (needed for {where}); "
                             "create it, or fix spec.storage.uri or --store"
                         ) from error
                     if code in _DENIED_CODES or status in (401, 403):
                         raise StorageError(
-                            f"access denied to {where} ({code or status}) while trying to {action}, using "
-                            f"{self._credential_source()}; grant this identity s3:ListBucket, s3:GetObject and "
-                            f"s3:PutObject on the bucket {self.bucket!r}, or use other credentials"
+                            f"access denied when trying to {action} {where} ({code or status}), using "
+                            f"{self._credential_source()}: {_DENIED_ADVICE.get(code, _DENIED_ADVICE['AccessDenied'])}"
                         ) from error
                     if not (status >= 500 or status == 429 or code in _RETRYABLE_CODES):
                         raise
@@ -229,8 +249,10 @@ class S3Store:
                     f"{self.settings.retry_timeout:g} s ({problem}); when it is back, rerun to continue "
                     "(spec.storage.retryTimeout sets how long to wait)"
                 )
-            if attempt == 0 or delay == MAX_DELAY:
-                logger.warning("cannot %s %s yet (%s); retrying in %.1f s", action, where, problem, delay)
+            if time.monotonic() - logged >= RETRY_LOG_INTERVAL:
+                logged = time.monotonic()
+                left = deadline - logged
+                logger.warning("cannot %s %s yet (%s); retrying for up to %.0f s more", action, where, problem, left)
             time.sleep(delay)
             attempt += 1
 

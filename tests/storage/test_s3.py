@@ -36,9 +36,9 @@ def test_wrong_secret_message(s3_environment: dict[str, str], monkeypatch: pytes
     with pytest.raises(StorageError) as caught:
         store.write_json("state.json", {})
     message = str(caught.value)
-    assert f"access denied to s3://{BUCKET}/runs" in message
-    assert f"bucket '{BUCKET}'" in message
+    assert f"access denied when trying to reach s3://{BUCKET}/runs/state.json (SignatureDoesNotMatch)" in message
     assert "the environment variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
+    assert "the secret access key does not match the access key id" in message
     assert "not-the-secret" not in message
 
 
