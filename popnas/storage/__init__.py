@@ -14,7 +14,7 @@ __all__ = ["RESULTS", "LocalStore", "S3Settings", "S3Store", "StorageError", "St
 
 
 def store_uri(search: NASSearch, override: str | Path | None = None) -> str:
-    """The store a search uses: ``override`` (the --store option), else spec.storage.uri, else popnas-results/NAME."""
+    """Return the store a search uses: ``override`` (--store), else spec.storage.uri, else popnas-results/NAME."""
     if override is not None:
         return str(override)
     return search.spec.storage.uri or str(Path("popnas-results") / search.metadata.name)

@@ -184,7 +184,7 @@ class S3Store:
             client = self._session.client("s3", endpoint_url=self.settings.endpoint_url, config=config)
             self._client_instance = client
 
-            # A listing (unlike HEAD) answers with an error body, so a failure names its S3 code.
+            # A failed listing returns an error body (a failed HEAD does not), so errors carry an S3 code.
             def check() -> Any:
                 return client.list_objects_v2(Bucket=self.bucket, Prefix=self.root.key, MaxKeys=1)
 

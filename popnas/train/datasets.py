@@ -77,7 +77,7 @@ def load_dataset(uri: str, *, task: Task | None = None, storage: S3Settings | No
     """Load ``builtin:NAME`` or an .npz file (a path or s3://bucket/key), normalized and fingerprinted.
 
     Datasets are cached per process. An S3 object is downloaded once into the local cache of
-    ``popnas.storage.cache`` (reached with ``storage``) and read from there; the fingerprint comes
+    ``popnas.storage.cache`` (reached with ``storage``) and read from there. The fingerprint comes
     from the arrays, so the same data has the same fingerprint wherever it is stored.
 
     Shipped names: digits, fashion-mnist, gunpoint, italypowerdemand, basicmotions. An .npz must

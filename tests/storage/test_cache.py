@@ -75,9 +75,7 @@ def test_missing_object_reported(s3_uri: str, cache_folder: Path) -> None:
         fetch(f"{s3_uri}/data/absent.npz")
 
 
-def test_dataset_from_s3_has_the_fingerprint_of_its_content(
-    s3_uri: str, gunpoint_npz: Path, cache_folder: Path
-) -> None:
+def test_s3_dataset_fingerprint_matches_file(s3_uri: str, gunpoint_npz: Path, cache_folder: Path) -> None:
     uri = upload(s3_uri, gunpoint_npz)
     local = load_dataset(str(gunpoint_npz), task=Task.TIME_SERIES_CLASSIFICATION)
     remote = load_dataset(uri, task=Task.TIME_SERIES_CLASSIFICATION, storage=S3Settings())
