@@ -47,7 +47,7 @@ def read_summary(server: SeaweedServer, prefix: str) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
-def wait_for_results(server: SeaweedServer, prefix: str, count: int, process: subprocess.Popen[bytes]) -> None:
+def wait_for_results(server: SeaweedServer, prefix: str, count: int, process: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + 600
     while len(result_keys(server, prefix)) < count:
         assert process.poll() is None, "the search ended before the test could interrupt it"
@@ -114,30 +114,35 @@ def test_search_survives_storage_outage(
 ) -> None:
     prefix = f"outage-{uuid.uuid4().hex[:8]}"
     manifest = write_manifest(tmp_path, uri=f"s3://{BUCKET}/{prefix}", retryTimeout=180)
-    process = subprocess.Popen(
-        popnas("search", "-f", str(manifest)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, **s3_environment},
-        cwd=tmp_path,
-    )
+    # Files rather than pipes, so the search never blocks on output nobody reads during the outage.
+    stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with stdout_path.open("w") as stdout_file, stderr_path.open("w") as stderr_file:
+        process = subprocess.Popen(
+            popnas("search", "-f", str(manifest)),
+            stdout=stdout_file,
+            stderr=stderr_file,
+            start_new_session=True,
+            env={**os.environ, **s3_environment},
+            cwd=tmp_path,
+        )
+
     try:
-        wait_for_results(s3_server, prefix, 3, process)  # type: ignore[arg-type]
+        wait_for_results(s3_server, prefix, 3, process)
         s3_server.stop()
         time.sleep(30)
         assert process.poll() is None, "the search stopped while storage was down"
+
         s3_server.start()
-        stdout, stderr = process.communicate(timeout=900)
+        process.wait(timeout=900)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
         if s3_server.process is None:
             s3_server.start()
-    assert process.returncode == 0, stderr[-3000:]
-    assert "Search 'gunpoint-small' finished" in stdout
+
+    assert process.returncode == 0, stderr_path.read_text()[-3000:]
+    assert "Search 'gunpoint-small' finished" in stdout_path.read_text()
     summary = read_summary(s3_server, prefix)
     planned = sum(step["planned"] for step in summary["steps"])
     assert summary["failed"] == 0

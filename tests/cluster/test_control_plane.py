@@ -105,7 +105,7 @@ def test_object_breaking_schema_rejected(
 def test_unknown_field_rejected_or_pruned(widget_crd: str, kubectl: Kubectl, namespace: str) -> None:
     manifest = widget("extra", {"size": 1, "shape": "round"})
 
-    # kubectl asks for strict field validation by default, so the server rejects the unknown field.
+    # kubectl requests strict field validation by default, so the server rejects the unknown field.
     strict = kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
     assert strict.returncode != 0
     assert 'strict decoding error: unknown field "spec.shape"' in strict.stderr

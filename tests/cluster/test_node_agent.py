@@ -68,6 +68,13 @@ def job_pods(core: Any, namespace: str, name: str) -> list[Any]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items)
 
 
+def unschedulable_message(core: Any, namespace: str, name: str) -> str | None:
+    """Return the message of the pod's PodScheduled=False condition, or None while it has none."""
+    conditions = core.read_namespaced_pod(name, namespace).status.conditions or []
+    failed = (c for c in conditions if c.type == "PodScheduled" and c.status == "False")
+    return next((str(condition.message) for condition in failed), None)
+
+
 def terminated_state(pod: Any) -> Any:
     statuses = pod.status.container_statuses or []
     assert len(statuses) == 1, f"expected one container status, received {statuses}"
@@ -201,11 +208,11 @@ def test_gpu_request_beyond_capacity_stays_pending(
     }
     core.create_namespaced_pod(namespace, pod)
 
-    def scheduling_message() -> str | None:
-        conditions = core.read_namespaced_pod("two-gpus", namespace).status.conditions or []
-        return next((str(c.message) for c in conditions if c.type == "PodScheduled" and c.status == "False"), None)
-
-    message = wait_for(scheduling_message, timeout=30, what="the two-GPU pod to be reported unschedulable")
+    message = wait_for(
+        lambda: unschedulable_message(core, namespace, "two-gpus"),
+        timeout=30,
+        what="the two-GPU pod to be reported unschedulable",
+    )
     assert "insufficient nvidia.com/gpu" in message
     assert core.read_namespaced_pod("two-gpus", namespace).spec.node_name is None
 
@@ -225,11 +232,11 @@ def test_gpu_taint_keeps_cpu_pod_off_gpu_node(
     }
     core.create_namespaced_pod(namespace, pod)
 
-    def scheduling_message() -> str | None:
-        conditions = core.read_namespaced_pod("cpu-only", namespace).status.conditions or []
-        return next((str(c.message) for c in conditions if c.type == "PodScheduled" and c.status == "False"), None)
-
-    message = wait_for(scheduling_message, timeout=30, what="the pod to be reported unschedulable")
+    message = wait_for(
+        lambda: unschedulable_message(core, namespace, "cpu-only"),
+        timeout=30,
+        what="the pod to be reported unschedulable",
+    )
     assert "untolerated taint nvidia.com/gpu=present:NoSchedule" in message
 
 
